@@ -1,0 +1,91 @@
+"""credhelper's own settings: one small TOML file (`CREDHELPER_CONFIG`, else
+`<user config dir>/credhelper/config.toml`). A missing file means defaults;
+unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from credhelper import paths
+from credhelper.errors import ConfigError
+
+STORES = ("keyring", "encrypted-file", "memory")
+DEFAULT_REFRESH_WINDOW = 900
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: seconds before expiry at which credentials stop being served and are refreshed
+    refresh_window: int = DEFAULT_REFRESH_WINDOW
+    #: where secrets live: the OS keyring, an AES-256-GCM file, or process memory
+    store: str = "keyring"
+    #: profiles the daemon keeps fresh from its start
+    warm_profiles: tuple[str, ...] = ()
+    #: service name of keyring items (separate installs can share one keyring)
+    keyring_service: str = "credhelper"
+    #: encrypted-file store: path of the file (default under the state dir)
+    encrypted_file: str = ""
+    #: encrypted-file store: where its key lives: "keyring", or a key file path
+    #: (headless machines; `$CREDENTIALS_DIRECTORY/credhelper-key` under systemd)
+    key_file: str = ""
+    #: seconds a caller waits for a mint another process is doing
+    mint_timeout: int = 120
+    #: where the settings came from (not a key of the file)
+    path: str = field(default="", compare=False)
+
+    def encrypted_file_path(self) -> str:
+        return self.encrypted_file or os.path.join(paths.state_dir(), "store.enc")
+
+
+_TYPES: dict[str, type] = {
+    "refresh_window": int,
+    "store": str,
+    "warm_profiles": list,
+    "keyring_service": str,
+    "encrypted_file": str,
+    "key_file": str,
+    "mint_timeout": int,
+}
+
+
+def load(path: str | None = None) -> Settings:
+    path = path or paths.config_path()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return Settings(path=path)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc}: fix or remove it") from exc
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:
+    known = {f.name for f in fields(Settings)} - {"path"}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r} in {path}: known keys are {', '.join(sorted(known))}"
+            )
+        want = _TYPES[key]
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise ConfigError(
+                f"key {key!r} in {path} must be a {want.__name__}, not {type(value).__name__}"
+            )
+        values[key] = value
+    if "warm_profiles" in values:
+        profiles = values["warm_profiles"]
+        if not all(isinstance(p, str) and p for p in profiles):
+            raise ConfigError(f"key 'warm_profiles' in {path} must be a list of profile names")
+        values["warm_profiles"] = tuple(profiles)
+    if values.get("store", "keyring") not in STORES:
+        raise ConfigError(f"key 'store' in {path} must be one of {', '.join(STORES)}")
+    for key in ("refresh_window", "mint_timeout"):
+        if key in values and values[key] <= 0:
+            raise ConfigError(f"key {key!r} in {path} must be a positive number of seconds")
+    return Settings(path=path, **values)
