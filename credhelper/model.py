@@ -45,6 +45,8 @@ class Credentials:
     session_token: str | None = field(default=None, repr=False)
     expiration: datetime | None = None
     source: str = ""
+    #: when credhelper minted them: lifetime = expiration - issued
+    issued: datetime | None = None
 
     def remaining(self, now: datetime) -> float:
         """Seconds left; infinite for credentials that do not expire."""
@@ -65,6 +67,7 @@ class Credentials:
             "SessionToken": self.session_token,
             "Expiration": iso_z(self.expiration) if self.expiration else None,
             "Source": self.source,
+            "Issued": iso_z(self.issued) if self.issued else None,
         }
 
     @classmethod
@@ -74,6 +77,7 @@ class Credentials:
             raise ValueError("not a version 1 credentials record")
         akid, secret = record.get("AccessKeyId"), record.get("SecretAccessKey")
         token, exp = record.get("SessionToken"), record.get("Expiration")
+        issued = record.get("Issued")
         if not (isinstance(akid, str) and akid and isinstance(secret, str) and secret):
             raise ValueError("credentials record without keys")
         if token is not None and not isinstance(token, str):
@@ -84,6 +88,7 @@ class Credentials:
             session_token=token or None,
             expiration=parse_time(exp) if exp is not None else None,
             source=str(record.get("Source") or ""),
+            issued=parse_time(issued) if issued is not None else None,
         )
 
 

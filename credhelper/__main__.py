@@ -1,0 +1,5 @@
+import sys
+
+from credhelper.fastpath import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Cache, refresh policy and single-flight over the sources and the store.
+
+Used by the daemon and by export's direct path alike. The rules
+(product.md "Interfaces: Refresh window"):
+- credentials are served only while they have more than the *effective*
+  window left, and are refreshed before that point;
+- the effective window is the configured one, cut to half the credentials'
+  lifetime for short-lived ones (so they are served for a while instead of
+  refreshed in a loop), but never below `SERVE_FLOOR`: Claude Code caches
+  credentials with 6 minutes or less left for a whole hour;
+- minting happens under the profile's cross-process lock, and the store is
+  read again once the lock is held: N concurrent callers, one upstream call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from credhelper import sources
+from credhelper.config import AwsConfig
+from credhelper.errors import CredhelperError, UpstreamError
+from credhelper.locking import profile_lock
+from credhelper.model import Credentials
+from credhelper.settings import Settings
+from credhelper.sources.base import ClientFactory, Context, Source
+from credhelper.store import Store, item
+
+#: Claude Code keeps credentials with <= 6 min left for an hour; keep a minute more
+SERVE_FLOOR = 7 * 60
+#: credentials that could be served for less than this are refused, not looped on
+MIN_SERVING = 60
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def effective_window(lifetime: float, configured: float) -> float:
+    return max(float(SERVE_FLOOR), min(float(configured), lifetime / 2))
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        config: AwsConfig | None = None,
+        clients: ClientFactory | None = None,
+        now: Callable[[], datetime] = utcnow,
+        environ: Mapping[str, str] | None = None,
+        lock_dir: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.config = config if config is not None else AwsConfig.load()
+        self.clients = clients or ClientFactory(self.config)
+        self.now = now
+        self.environ = environ if environ is not None else os.environ
+        self.lock_dir = lock_dir
+
+    # -- policy -----------------------------------------------------------------
+    def window(self, creds: Credentials) -> float:
+        """The effective refresh window of these credentials, in seconds."""
+        if creds.expiration is None:
+            return float(self.settings.refresh_window)
+        issued = creds.issued or self.now()
+        lifetime = (creds.expiration - issued).total_seconds()
+        return effective_window(lifetime, self.settings.refresh_window)
+
+    def servable(self, creds: Credentials) -> bool:
+        return creds.remaining(self.now()) > self.window(creds)
+
+    def refresh_at(self, creds: Credentials) -> datetime:
+        """When these credentials stop being served (refresh before this)."""
+        assert creds.expiration is not None
+        return creds.expiration - timedelta(seconds=self.window(creds))
+
+    # -- sources ------------------------------------------------------------------
+    def context(self, chain: tuple[str, ...] = ()) -> Context:
+        return Context(
+            config=self.config, settings=self.settings, store=self.store, clients=self.clients,
+            credentials_of=lambda p, ch: self.get(p, chain=ch), environ=self.environ,
+            now=self.now, chain=chain,
+        )
+
+    def source(self, profile: str, chain: tuple[str, ...] = ()) -> Source:
+        return sources.resolve(profile, self.context(chain))
+
+    # -- cache ---------------------------------------------------------------------
+    def cached(self, profile: str, source: Source) -> Credentials | None:
+        """What the store holds for `profile`, if it was minted from the same basis.
+        A damaged cache item is a miss: it is derivable, and is overwritten."""
+        raw = self.store.get(item("creds", profile))
+        if raw is None:
+            return None
+        try:
+            record = json.loads(raw)
+            if record.get("basis") != source.basis():
+                return None
+            return Credentials.from_record(record["credentials"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _save(self, profile: str, source: Source, creds: Credentials) -> None:
+        record = {"v": 1, "basis": source.basis(), "credentials": creds.to_record()}
+        self.store.set(item("creds", profile), json.dumps(record))
+
+    def forget(self, profile: str) -> None:
+        self.store.delete(item("creds", profile))
+
+    # -- the entry points --------------------------------------------------------------
+    def get(self, profile: str, *, chain: tuple[str, ...] = ()) -> Credentials:
+        """Servable credentials for `profile`: from the cache, else minted once."""
+        source = self.source(profile, chain)
+        if not source.cacheable:
+            return self._checked(profile, source.fetch(), cached=False)
+        creds = self.cached(profile, source)
+        if creds is not None and self.servable(creds):
+            return creds
+        with profile_lock(profile, self.settings.mint_timeout, self.lock_dir):
+            creds = self.cached(profile, source)  # someone else may have minted meanwhile
+            if creds is not None and self.servable(creds):
+                return creds
+            return self._mint(profile, source)
+
+    def refresh(self, profile: str, *, force: bool = False) -> Credentials:
+        """Mint now (the daemon's scheduled refresh), unless another process
+        already did while we waited for the lock."""
+        source = self.source(profile)
+        with profile_lock(profile, self.settings.mint_timeout, self.lock_dir):
+            creds = self.cached(profile, source) if source.cacheable else None
+            if creds is not None and not force and self.now() < self.refresh_at(creds):
+                return creds
+            if not source.cacheable:
+                return self._checked(profile, source.fetch(), cached=False)
+            return self._mint(profile, source)
+
+    def _mint(self, profile: str, source: Source) -> Credentials:
+        creds = replace(source.fetch(), issued=self.now())
+        creds = self._checked(profile, creds, cached=True)
+        self._save(profile, source, creds)
+        return creds
+
+    def _checked(self, profile: str, creds: Credentials, *, cached: bool) -> Credentials:
+        if not creds.session_token or creds.expiration is None:
+            raise UpstreamError(
+                f"profile {profile} yielded credentials without a session token or expiration: "
+                "Claude Code cannot use them; check the profile's source"
+            )
+        left = creds.remaining(self.now())
+        if left - self.window(creds) < (MIN_SERVING if cached else 0):
+            raise UpstreamError(
+                f"profile {profile} got credentials valid for only {int(left)} s; credhelper "
+                f"needs more than {SERVE_FLOOR + MIN_SERVING} s: raise duration_seconds "
+                "or renew them"
+            )
+        return creds
+
+
+__all__ = ["Broker", "CredhelperError", "effective_window"]

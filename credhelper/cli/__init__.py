@@ -1,0 +1,63 @@
+"""The click CLI: thin. Parse, call the library, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from credhelper import __version__
+from credhelper.errors import EXIT_BUG, CredhelperError
+
+
+def resolve_profile(option: str | None, environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return option or env.get("CREDHELPER_PROFILE") or env.get("AWS_PROFILE") or "default"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="credhelper")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Short-lived AWS credentials for Claude Code on Bedrock, kept fresh in the OS keyring."""
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    from credhelper.cli import export, keys
+
+    main.add_command(export.export)
+    main.add_command(keys.keys)
+
+
+_register()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry point: every failure is one stderr line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main.main(args=args, prog_name="credhelper", standalone_mode=False)
+    except CredhelperError as exc:
+        click.echo(f"credhelper: {exc.message}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("credhelper: aborted", err=True)
+        return 130
+    except Exception as exc:  # a bug: one line, traceback only with --debug
+        if "--debug" in args:
+            raise
+        click.echo(
+            f"credhelper: internal error ({type(exc).__name__}): rerun with --debug and report it",
+            err=True,
+        )
+        return EXIT_BUG
+    return 0

@@ -1,0 +1,104 @@
+"""`role_arn` with `source_profile` (chains) or `credential_source` → AssumeRole."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from credhelper.errors import ConfigError, LoginRequired
+from credhelper.model import Credentials
+from credhelper.sources.base import Context, upstream
+from credhelper.sources.env import env_keys
+from credhelper.sources.session_token import from_sts, static_keys
+
+NAME = "assume-role"
+SUPPORTED_CREDENTIAL_SOURCES = ("Environment",)
+
+
+@dataclass
+class AssumeRoleSource:
+    profile: str
+    role_arn: str
+    source_profile: str | None
+    credential_source: str | None
+    ctx: Context
+    name: str = NAME
+    cacheable: bool = True
+
+    def basis(self) -> str:
+        s = self.ctx.setting
+        return ":".join(
+            str(x) for x in (
+                NAME, self.role_arn, s(self.profile, "external_id"), self.source_profile,
+                self.credential_source, s(self.profile, "mfa_serial"),
+            )
+        )
+
+    def _base(self) -> Credentials:
+        if self.credential_source == "Environment":
+            keys = env_keys(self.ctx.environ)
+            if keys is None:
+                raise ConfigError(
+                    f"profile {self.profile} has credential_source = Environment but "
+                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set: set them"
+                )
+            return keys
+        src = self.source_profile
+        assert src is not None  # from_profile checked: one of the two is set
+        if src == self.profile or not self.ctx.setting(src, "role_arn"):
+            keys = static_keys(src, self.ctx)
+            if keys is not None:
+                return keys
+            if src == self.profile:
+                raise ConfigError(
+                    f"profile {src} is its own source_profile but has no keys: "
+                    f"store them with credhelper keys add --profile {src}"
+                )
+        # A role, SSO, process… profile: its credentials, cached like any other.
+        return self.ctx.credentials_of(src, (*self.ctx.chain, self.profile))
+
+    def fetch(self) -> Credentials:
+        if self.ctx.setting(self.profile, "mfa_serial"):
+            raise LoginRequired(self.profile, "MFA code required")
+        base = self._base()
+        params: dict[str, object] = {
+            "RoleArn": self.role_arn,
+            "RoleSessionName": self.ctx.setting(self.profile, "role_session_name")
+            or f"credhelper-{int(time.time())}",
+        }
+        duration = self.ctx.int_setting(self.profile, "duration_seconds")
+        if duration:
+            params["DurationSeconds"] = duration
+        external_id = self.ctx.setting(self.profile, "external_id")
+        if external_id:
+            params["ExternalId"] = external_id
+        sts = self.ctx.clients.client("sts", self.profile, base)
+        remedy = (
+            f"the credentials of source profile {self.source_profile} were rejected: renew them"
+            if self.source_profile else "the environment credentials were rejected: renew them"
+        )
+        with upstream("AssumeRole", self.profile, remedy=remedy, secrets=base.secrets()):
+            out = sts.assume_role(**params)["Credentials"]
+        return from_sts(out, NAME)
+
+
+def from_profile(profile: str, ctx: Context) -> AssumeRoleSource | None:
+    role_arn = ctx.setting(profile, "role_arn")
+    if not role_arn or ctx.setting(profile, "web_identity_token_file"):
+        return None
+    src = ctx.setting(profile, "source_profile")
+    cs = ctx.setting(profile, "credential_source")
+    if src and cs:
+        raise ConfigError(
+            f"profile {profile} sets both source_profile and credential_source: keep one"
+        )
+    if not src and not cs:
+        raise ConfigError(
+            f"profile {profile} has role_arn but no source_profile or credential_source: add one"
+        )
+    if cs and cs not in SUPPORTED_CREDENTIAL_SOURCES:
+        raise ConfigError(
+            f"credential_source = {cs} in profile {profile} is not supported: "
+            "use Environment or a source_profile"
+        )
+    return AssumeRoleSource(profile, role_arn, src, cs, ctx)
