@@ -4,10 +4,11 @@ Used by the daemon and by export's direct path alike. The rules
 (product.md "Interfaces: Refresh window"):
 - credentials are served only while they have more than the *effective*
   window left, and are refreshed before that point;
-- the effective window is the configured one, cut to half the credentials'
-  lifetime for short-lived ones (so they are served for a while instead of
-  refreshed in a loop), but never below `SERVE_FLOOR`: Claude Code caches
-  credentials with 6 minutes or less left for a whole hour;
+- the effective window is the configured one while the credentials live at
+  least `MIN_SERVING` longer than it; for shorter-lived ones it is half their
+  lifetime (so they are served for a while instead of refreshed in a loop);
+  never below `SERVE_FLOOR`: Claude Code caches credentials with 6 minutes or
+  less left for a whole hour;
 - minting happens under the profile's cross-process lock, and the store is
   read again once the lock is held: N concurrent callers, one upstream call.
 """
@@ -32,7 +33,7 @@ from credhelper.store import Store, item
 #: Claude Code keeps credentials with <= 6 min left for an hour; keep a minute more
 SERVE_FLOOR = 7 * 60
 #: credentials that could be served for less than this are refused, not looped on
-MIN_SERVING = 60
+MIN_SERVING = 30
 
 
 def utcnow() -> datetime:
@@ -40,7 +41,9 @@ def utcnow() -> datetime:
 
 
 def effective_window(lifetime: float, configured: float) -> float:
-    return max(float(SERVE_FLOOR), min(float(configured), lifetime / 2))
+    """Seconds before expiry at which credentials of this lifetime stop being served."""
+    window = configured if configured <= lifetime - MIN_SERVING else lifetime / 2
+    return max(float(SERVE_FLOOR), float(window))
 
 
 class Broker:
@@ -128,16 +131,20 @@ class Broker:
                 return creds
             return self._mint(profile, source)
 
-    def refresh(self, profile: str, *, force: bool = False) -> Credentials:
-        """Mint now (the daemon's scheduled refresh), unless another process
-        already did while we waited for the lock."""
+    def refresh(self, profile: str, *, stale: Credentials | None = None) -> Credentials:
+        """Mint now (the daemon's scheduled refresh) to replace `stale`, unless
+        another process minted newer servable credentials meanwhile."""
         source = self.source(profile)
+        if not source.cacheable:
+            return self._checked(profile, source.fetch(), cached=False)
         with profile_lock(profile, self.settings.mint_timeout, self.lock_dir):
-            creds = self.cached(profile, source) if source.cacheable else None
-            if creds is not None and not force and self.now() < self.refresh_at(creds):
+            creds = self.cached(profile, source)
+            newer = (
+                creds is not None and stale is not None and creds.expiration is not None
+                and stale.expiration is not None and creds.expiration > stale.expiration
+            )
+            if creds is not None and newer and self.servable(creds):
                 return creds
-            if not source.cacheable:
-                return self._checked(profile, source.fetch(), cached=False)
             return self._mint(profile, source)
 
     def _mint(self, profile: str, source: Source) -> Credentials:
