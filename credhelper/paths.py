@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+from collections.abc import Mapping
 
 APP = "credhelper"
 
@@ -26,13 +28,34 @@ def ensure_private_dir(path: str) -> str:
     return path
 
 
-def config_path() -> str:
-    explicit = os.environ.get("CREDHELPER_CONFIG")
-    if explicit:
-        return explicit
-    import platformdirs
+def config_files(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(AWS config, AWS credentials, credhelper settings) as a process with
+    environment `env` sees them. The daemon compares a client's with its own:
+    a client that reads other files is sent to the direct path."""
+    home = env.get("HOME") or os.path.expanduser("~")
 
-    return os.path.join(platformdirs.user_config_dir(APP), "config.toml")
+    def expand(path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            path = home + path[1:]
+        return os.path.abspath(path)
+
+    settings = env.get("CREDHELPER_CONFIG")
+    if not settings:
+        # platformdirs' user config dir, computed for `env` rather than os.environ
+        if sys.platform == "darwin":
+            base = os.path.join(home, "Library", "Application Support")
+        else:
+            base = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+        settings = os.path.join(base, APP, "config.toml")
+    return (
+        expand(env.get("AWS_CONFIG_FILE") or "~/.aws/config"),
+        expand(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"),
+        expand(settings),
+    )
+
+
+def config_path() -> str:
+    return config_files(os.environ)[2]
 
 
 def runtime_dir() -> str:

@@ -27,10 +27,12 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import export, keys
+    from credhelper.cli import daemon, export, keys
 
     main.add_command(export.export)
     main.add_command(keys.keys)
+    main.add_command(daemon.daemon)
+    main.add_command(daemon.status)
 
 
 _register()

@@ -48,6 +48,9 @@ def add(profile: str) -> None:
     store.set(item("keys", profile), json.dumps({"AccessKeyId": akid, "SecretAccessKey": secret}))
     store.delete(item("creds", profile))
     click.echo(f"stored keys {akid} for profile {profile} in {store.description}", err=True)
+    from credhelper import client
+
+    client.nudge(profile)
 
 
 @keys.command("remove")
