@@ -11,7 +11,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from credhelper import paths
@@ -33,8 +33,11 @@ def lock_file(lock_dir: str, name: str) -> str:
 
 
 @contextmanager
-def profile_lock(name: str, timeout: float, lock_dir: str | None = None) -> Iterator[None]:
-    """Hold the lock for `name`, waiting at most `timeout` seconds."""
+def profile_lock(
+    name: str, timeout: float, lock_dir: str | None = None, on_wait: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Hold the lock for `name`, waiting at most `timeout` seconds; `on_wait` is
+    called once if another process holds it."""
     deadline = time.monotonic() + timeout
     tlock = _thread_lock(name)
     if not tlock.acquire(timeout=timeout):
@@ -48,6 +51,9 @@ def profile_lock(name: str, timeout: float, lock_dir: str | None = None) -> Iter
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if on_wait is not None:
+                        on_wait()
+                        on_wait = None
                     if time.monotonic() >= deadline:
                         raise _timeout(name, timeout) from None
                     time.sleep(0.02)

@@ -27,12 +27,14 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import daemon, export, keys
+    from credhelper.cli import daemon, export, keys, login
 
     main.add_command(export.export)
     main.add_command(keys.keys)
     main.add_command(daemon.daemon)
     main.add_command(daemon.status)
+    main.add_command(login.login)
+    main.add_command(login.logout)
 
 
 _register()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from credhelper.errors import ConfigError
-from credhelper.sources import assume_role, env, process, session_token, web_identity
+from credhelper.sources import assume_role, env, process, session_token, sso, web_identity
 from credhelper.sources.base import Context, Source
 
 __all__ = ["Context", "Source", "resolve"]
@@ -22,6 +22,7 @@ Finder = Callable[[str, Context], Source | None]
 _FINDERS: tuple[Finder, ...] = (
     web_identity.from_profile,
     assume_role.from_profile,
+    sso.from_profile,
     process.from_profile,
     session_token.from_profile,
     env.from_profile,

@@ -9,7 +9,7 @@ from credhelper.errors import ConfigError, LoginRequired
 from credhelper.model import Credentials
 from credhelper.sources.base import Context, upstream
 from credhelper.sources.env import env_keys
-from credhelper.sources.session_token import from_sts, static_keys
+from credhelper.sources.session_token import from_sts, mfa_session, static_keys
 
 NAME = "assume-role"
 SUPPORTED_CREDENTIAL_SOURCES = ("Environment",)
@@ -57,10 +57,28 @@ class AssumeRoleSource:
         # A role, SSO, process… profile: its credentials, cached like any other.
         return self.ctx.credentials_of(src, (*self.ctx.chain, self.profile))
 
+    def keys_profile(self) -> str | None:
+        """The profile whose long-term keys an MFA session is minted from."""
+        src = self.source_profile
+        if src and (src == self.profile or not self.ctx.setting(src, "role_arn")):
+            return src
+        return None
+
     def fetch(self) -> Credentials:
-        if self.ctx.setting(self.profile, "mfa_serial"):
-            raise LoginRequired(self.profile, "MFA code required")
-        base = self._base()
+        serial = self.ctx.setting(self.profile, "mfa_serial")
+        if serial:
+            # AssumeRole with the MFA session `login` minted (aws-vault's way):
+            # refreshes need no code until that session ends.
+            keys_profile = self.keys_profile()
+            if keys_profile is None:
+                raise ConfigError(
+                    f"mfa_serial on profile {self.profile} needs a source_profile with keys"
+                )
+            base = mfa_session(keys_profile, serial, self.ctx)
+            if base is None:
+                raise LoginRequired(self.profile, "MFA session required")
+        else:
+            base = self._base()
         params: dict[str, object] = {
             "RoleArn": self.role_arn,
             "RoleSessionName": self.ctx.setting(self.profile, "role_session_name")

@@ -43,6 +43,24 @@ def file_keys(profile: str, ctx: Context) -> Credentials | None:
     return Credentials(akid, secret, ctx.setting(profile, "aws_session_token"), source="file")
 
 
+def mfa_session(keys_profile: str, serial: str, ctx: Context) -> Credentials | None:
+    """The MFA session `credhelper login` minted from `keys_profile`'s keys, if it
+    is for `serial` and still has more than the serving floor left."""
+    from credhelper.broker import SERVE_FLOOR
+
+    raw = ctx.store.get(item("mfa-session", keys_profile))
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        creds = Credentials.from_record(data["credentials"])
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: the next login overwrites it
+    if data.get("serial") != serial or creds.remaining(ctx.now()) <= SERVE_FLOOR:
+        return None
+    return creds
+
+
 def static_keys(profile: str, ctx: Context) -> Credentials | None:
     """Keys of `profile`: the store first (where `keys add` puts them), then the files."""
     return stored_keys(profile, ctx) or file_keys(profile, ctx)
@@ -60,9 +78,14 @@ class SessionTokenSource:
         return f"{NAME}:{self.keys.access_key_id}:{self.ctx.setting(self.profile, 'mfa_serial')}"
 
     def fetch(self) -> Credentials:
-        if self.ctx.setting(self.profile, "mfa_serial"):
-            # A code is needed; `login` asks for it in a terminal. Export never prompts.
-            raise LoginRequired(self.profile, "MFA code required")
+        serial = self.ctx.setting(self.profile, "mfa_serial")
+        if serial:
+            # The MFA session `login` minted is itself a GetSessionToken result.
+            # A code is needed otherwise; `login` asks for it. Export never prompts.
+            session = mfa_session(self.profile, serial, self.ctx)
+            if session is None:
+                raise LoginRequired(self.profile, "MFA session required")
+            return session
         duration = self.ctx.int_setting(self.profile, "duration_seconds") or DEFAULT_DURATION
         sts = self.ctx.clients.client("sts", self.profile, self.keys)
         with upstream(

@@ -1,0 +1,1 @@
+"""Signing in: IAM Identity Center flows (PKCE, device code) and MFA sessions."""
