@@ -240,8 +240,13 @@ class Keeper:
         self._save_recent()
 
     def reload(self) -> None:
-        """New settings and AWS config (SIGHUP, or the files changed)."""
-        self.broker = self._make_broker()
+        """New settings and AWS config (SIGHUP, or the files changed). A broken
+        file keeps the running configuration and says so."""
+        try:
+            self.broker = self._make_broker()
+        except CredhelperError as exc:
+            self.log.error("reload", outcome="kept_old_config", error=exc.message)
+            return
         with self._lock:
             states = list(self._states.values())
             self._states.clear()
