@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from credhelper import sources
 from credhelper.config import AwsConfig
-from credhelper.errors import CredhelperError, UpstreamError
+from credhelper.errors import CorruptItem, CredhelperError, UpstreamError
 from credhelper.locking import profile_lock
 from credhelper.model import Credentials
 from credhelper.settings import Settings
@@ -98,7 +98,10 @@ class Broker:
     def cached(self, profile: str, source: Source) -> Credentials | None:
         """What the store holds for `profile`, if it was minted from the same basis.
         A damaged cache item is a miss: it is derivable, and is overwritten."""
-        raw = self.store.get(item("creds", profile))
+        try:
+            raw = self.store.get(item("creds", profile))
+        except CorruptItem:
+            return None
         if raw is None:
             return None
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from credhelper.errors import ConfigError, UpstreamError
+from credhelper.errors import EXIT_CONFIG, ConfigError, UpstreamError
 from credhelper.model import Credentials, parse_time
 from credhelper.sources.base import Context, scrub
 from credhelper.sources.session_token import SessionTokenSource
@@ -25,6 +25,7 @@ NAME = "process"
 #: profiles whose credential_process is running, outermost first (comma-separated)
 CHAIN_ENV = "CREDHELPER_EXPORT_CHAIN"
 MAX_DEPTH = 4
+RECURSION = "credential_process recursion"
 
 
 def running_chain(environ: Mapping[str, str]) -> list[str]:
@@ -37,7 +38,7 @@ def check_recursion(profile: str, environ: Mapping[str, str]) -> None:
     if profile in chain or len(chain) >= MAX_DEPTH:
         loop = " -> ".join((*chain, profile))
         raise ConfigError(
-            f"credential_process recursion ({loop}): a profile's credential_process "
+            f"{RECURSION} ({loop}): a profile's credential_process "
             "must not run credhelper export for itself; point it at the real helper"
         )
 
@@ -85,6 +86,12 @@ class ProcessSource:
             ) from None
         if done.returncode != 0:
             last = scrub(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else ""
+            if done.returncode == EXIT_CONFIG and RECURSION in done.stderr:
+                # An export further down refused to recurse: the loop is in the config.
+                raise ConfigError(
+                    f"credential_process of profile {self.profile} leads back to credhelper "
+                    "export: point it at the real helper"
+                )
             raise UpstreamError(
                 f"credential_process of profile {self.profile} exited {done.returncode}"
                 f"{': ' + last if last else ''}: run it by hand to see why"
