@@ -76,7 +76,7 @@ def decode_request(line: bytes) -> dict[str, object]:
 
     try:
         req = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: [[[[…
         raise ProtocolError("request is not one line of UTF-8 JSON") from None
     if not isinstance(req, dict):
         raise ProtocolError("request is not a JSON object")

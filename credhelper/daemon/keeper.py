@@ -104,7 +104,10 @@ class Keeper:
     def check_login(self, profile: str) -> None:
         st = self._states.get(profile)
         if st is not None and st.login_required:
-            raise LoginRequired(profile, st.last_error or "login required")
+            exc = LoginRequired(profile)
+            if st.last_error:  # already the whole line, remedy included: not wrapped twice
+                exc.args = (st.last_error,)
+            raise exc
 
     def obtain(self, profile: str, timeout: float | None = None) -> Credentials:
         """Credentials for a caller: one mint per profile however many ask."""

@@ -186,6 +186,15 @@ class Tokens:
             raise exc
         raise UpstreamError(f"CreateToken for profile {profile} failed: {scrub(str(exc))}")
 
+    def reject(self, sess: SsoSession, access_token: str) -> None:
+        """The service refused `access_token`: mark it expired in the store, so that
+        nothing uses it again and `login` signs in anew unless a refresh token can
+        still replace it. A token another process has stored meanwhile is kept."""
+        with profile_lock(f"sso:{sess.key}", self.lock_timeout, self.lock_dir):
+            record = self.load(sess)
+            if record is not None and record.access_token == access_token and self.left(record) > 0:
+                self.save(sess, replace(record, expires_at=iso_z(self.now())))
+
     def usable(self, sess: SsoSession, profile: str) -> bool:
         """True when a sign-in is not needed (valid, or refreshed now)."""
         try:

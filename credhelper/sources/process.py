@@ -89,8 +89,8 @@ class ProcessSource:
             if done.returncode == EXIT_CONFIG and RECURSION in done.stderr:
                 # An export further down refused to recurse: the loop is in the config.
                 raise ConfigError(
-                    f"credential_process of profile {self.profile} leads back to credhelper "
-                    "export: point it at the real helper"
+                    f"{RECURSION} through profile {self.profile}: its credential_process leads "
+                    "back to credhelper export; point it at the real helper"
                 )
             raise UpstreamError(
                 f"credential_process of profile {self.profile} exited {done.returncode}"

@@ -39,13 +39,17 @@ class SsoSource:
 
     def fetch(self) -> Credentials:
         tokens = self.tokens()
-        creds = self._role_credentials(tokens.access_token(self.session, self.profile))
+        token = tokens.access_token(self.session, self.profile)
+        creds = self._role_credentials(token)
         if creds is None:
             # The service no longer takes this access token (signed out elsewhere,
-            # revoked): one refresh, then a login.
-            token = tokens.access_token(self.session, self.profile, force_refresh=True)
+            # revoked): never use it again, so that `login` does not call it valid;
+            # one refresh (it is expired now), then a login.
+            tokens.reject(self.session, token)
+            token = tokens.access_token(self.session, self.profile)
             creds = self._role_credentials(token)
         if creds is None:
+            tokens.reject(self.session, token)
             raise LoginRequired(self.profile, "IAM Identity Center rejected the session")
         return creds
 
