@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from credhelper.errors import ConfigError, LoginRequired
@@ -79,14 +78,7 @@ class AssumeRoleSource:
                 raise LoginRequired(self.profile, "MFA session required")
         else:
             base = self._base()
-        params: dict[str, object] = {
-            "RoleArn": self.role_arn,
-            "RoleSessionName": self.ctx.setting(self.profile, "role_session_name")
-            or f"credhelper-{int(time.time())}",
-        }
-        duration = self.ctx.int_setting(self.profile, "duration_seconds")
-        if duration:
-            params["DurationSeconds"] = duration
+        params = self.ctx.role_params(self.profile, self.role_arn)
         external_id = self.ctx.setting(self.profile, "external_id")
         if external_id:
             params["ExternalId"] = external_id

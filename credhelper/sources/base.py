@@ -4,6 +4,7 @@ where AWS errors become credhelper errors."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -97,6 +98,18 @@ class Context:
 
     def setting(self, profile: str, key: str) -> str | None:
         return self.config.get(profile, key)
+
+    def role_params(self, profile: str, role_arn: str) -> dict[str, object]:
+        """RoleArn, RoleSessionName and DurationSeconds as the profile sets them."""
+        params: dict[str, object] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": self.setting(profile, "role_session_name")
+            or f"credhelper-{int(time.time())}",
+        }
+        duration = self.int_setting(profile, "duration_seconds")
+        if duration:
+            params["DurationSeconds"] = duration
+        return params
 
     def int_setting(self, profile: str, key: str) -> int | None:
         value = self.setting(profile, key)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from credhelper.errors import ConfigError
@@ -40,15 +39,8 @@ class WebIdentitySource:
 
     def fetch(self) -> Credentials:
         token = self._token()
-        params: dict[str, object] = {
-            "RoleArn": self.role_arn,
-            "RoleSessionName": self.ctx.setting(self.profile, "role_session_name")
-            or f"credhelper-{int(time.time())}",
-            "WebIdentityToken": token,
-        }
-        duration = self.ctx.int_setting(self.profile, "duration_seconds")
-        if duration:
-            params["DurationSeconds"] = duration
+        params = self.ctx.role_params(self.profile, self.role_arn)
+        params["WebIdentityToken"] = token
         sts = self.ctx.clients.client("sts", self.profile, None)
         with upstream(
             "AssumeRoleWithWebIdentity", self.profile, secrets=(token,),
