@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,8 @@ class Broker:
         self.now = now
         self.environ = environ if environ is not None else os.environ
         self.lock_dir = lock_dir
+        #: upstream mints per profile by this broker (the daemon tells "minted" from "loaded")
+        self.mints: Counter[str] = Counter()
 
     # -- policy -----------------------------------------------------------------
     def window(self, creds: Credentials) -> float:
@@ -151,9 +154,17 @@ class Broker:
             return self._mint(profile, source)
 
     def _mint(self, profile: str, source: Source) -> Credentials:
-        creds = replace(source.fetch(), issued=self.now())
+        # Whole seconds, and `issued` taken before the call: the lifetime is what
+        # was granted (900 s, not 899.9), and the same after a store round trip.
+        issued = self.now().replace(microsecond=0)
+        creds = source.fetch()
+        creds = replace(
+            creds, issued=issued,
+            expiration=creds.expiration.replace(microsecond=0) if creds.expiration else None,
+        )
         creds = self._checked(profile, creds, cached=True)
         self._save(profile, source, creds)
+        self.mints[profile] += 1
         return creds
 
     def _checked(self, profile: str, creds: Credentials, *, cached: bool) -> Credentials:
@@ -162,8 +173,9 @@ class Broker:
                 f"profile {profile} yielded credentials without a session token or expiration: "
                 "Claude Code cannot use them; check the profile's source"
             )
-        left = creds.remaining(self.now())
-        if left - self.window(creds) < (MIN_SERVING if cached else 0):
+        left, window = creds.remaining(self.now()), self.window(creds)
+        lifetime = (creds.expiration - creds.issued).total_seconds() if creds.issued else left
+        if left <= window or (cached and lifetime - window < MIN_SERVING):
             raise UpstreamError(
                 f"profile {profile} got credentials valid for only {int(left)} s; credhelper "
                 f"needs more than {SERVE_FLOOR + MIN_SERVING} s: raise duration_seconds "

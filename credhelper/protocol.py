@@ -80,7 +80,7 @@ def decode_request(line: bytes) -> dict[str, object]:
         raise ProtocolError("request is not one line of UTF-8 JSON") from None
     if not isinstance(req, dict):
         raise ProtocolError("request is not a JSON object")
-    if req.get("v") != VERSION:
+    if type(req.get("v")) is not int or req.get("v") != VERSION:
         raise ProtocolError(f"unsupported protocol version {req.get('v')!r}; this daemon speaks {VERSION}")
     if not isinstance(req.get("op"), str):
         raise ProtocolError("request has no op")

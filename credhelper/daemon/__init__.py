@@ -28,7 +28,9 @@ from credhelper.store import open_store
 
 
 class DaemonRunning(CredhelperError):
-    """Another daemon holds the socket."""
+    """Another daemon holds the socket: starting a second one is a usage error."""
+
+    exit_code = EXIT_USAGE
 
 
 def _stamp(files: tuple[str, ...]) -> tuple[int | None, ...]:

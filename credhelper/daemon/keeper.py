@@ -30,6 +30,9 @@ from credhelper.model import Credentials, iso_z
 
 #: the credentials a source hands out anew each time (no upstream call)
 UNCACHED_SOURCES = ("env", "static-session")
+#: a refresh starts this share of the serving time (at most LEAD_MAX s) before serving ends
+LEAD_SHARE = 0.25
+LEAD_MAX = 300.0
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 300.0
 #: profiles asked for within this long are kept warm across restarts
@@ -111,7 +114,6 @@ class Keeper:
 
     def obtain(self, profile: str, timeout: float | None = None) -> Credentials:
         """Credentials for a caller: one mint per profile however many ask."""
-        self._remember(profile)
         with self._lock:
             fut = self._inflight.get(profile)
             leader = fut is None
@@ -132,7 +134,7 @@ class Keeper:
         st = self.state(profile)
         broker = self.broker
         started = time.monotonic()
-        t0 = broker.now()
+        mints = broker.mints[profile]
         try:
             if scheduled:
                 creds = broker.refresh(profile, stale=st.creds)
@@ -144,12 +146,13 @@ class Keeper:
         except Exception as exc:
             self._failed(st, exc, started, scheduled)
             raise
-        minted = creds.issued is not None and creds.issued >= t0
+        minted = broker.mints[profile] > mints or creds.source in UNCACHED_SOURCES
         self._succeeded(st, creds, started, "minted" if minted else "loaded")
         return creds
 
     def _succeeded(self, st: ProfileState, creds: Credentials, started: float, outcome: str) -> None:
         self.on_secret(*creds.secrets())
+        self._remember(st.name)
         st.creds, st.source = creds, creds.source
         st.failures, st.last_error, st.last_error_code, st.login_required = 0, "", 0, False
         st.last_refresh = self.broker.now()
@@ -157,10 +160,13 @@ class Keeper:
         if creds.source in UNCACHED_SOURCES:
             st.next_refresh = None
         else:
-            # Jitter spreads refreshes of many profiles; it is taken off, never added.
+            # Start before serving ends (LEAD), so a failed refresh is retried while
+            # the current credentials are still served; jitter spreads refreshes of
+            # many profiles and is taken off, never added.
             serving = (self.broker.refresh_at(creds) - self.broker.now()).total_seconds()
+            lead = min(LEAD_MAX, LEAD_SHARE * serving)
             jitter = self.rng.uniform(0, max(0.0, min(60.0, 0.1 * serving)))
-            self._schedule(st, self.broker.refresh_at(creds) - timedelta(seconds=jitter))
+            self._schedule(st, self.broker.refresh_at(creds) - timedelta(seconds=lead + jitter))
         self.log.info(
             "refresh", profile=st.name, source=creds.source, outcome=outcome,
             access_key_id=creds.access_key_id,
