@@ -132,15 +132,15 @@ class Tokens:
     def left(self, record: TokenRecord) -> float:
         return (record.expiry() - self.now()).total_seconds()
 
-    def access_token(self, sess: SsoSession, profile: str, *, force_refresh: bool = False) -> str:
+    def access_token(self, sess: SsoSession, profile: str) -> str:
         """A usable access token: the stored one, refreshed when close to expiry."""
         record = self.load(sess)
         if record is None:
             raise LoginRequired(profile, f"no IAM Identity Center session for {sess.name}")
-        if not force_refresh and self.left(record) > REFRESH_WINDOW:
+        if self.left(record) > REFRESH_WINDOW:
             return record.access_token
         if not record.refresh_token:
-            if not force_refresh and self.left(record) > MIN_TOKEN_LEFT:
+            if self.left(record) > MIN_TOKEN_LEFT:
                 return record.access_token
             raise LoginRequired(profile, f"IAM Identity Center session {sess.name} expired")
         with profile_lock(f"sso:{sess.key}", self.lock_timeout, self.lock_dir):
