@@ -63,9 +63,13 @@ def runtime_dir() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return os.path.join(xdg, APP)
+    import warnings
+
     import platformdirs
 
-    base = platformdirs.user_runtime_dir()
+    with warnings.catch_warnings():  # it warns when /run/user/<uid> is missing: handled below
+        warnings.simplefilter("ignore")
+        base = platformdirs.user_runtime_dir()
     if not os.path.isdir(base):
         # No /run/user/<uid> (containers, macOS sandboxes): the cache dir is
         # per-user too, unlike /tmp.

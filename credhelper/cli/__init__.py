@@ -27,7 +27,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import daemon, export, keys, login
+    from credhelper.cli import daemon, export, keys, login, service
 
     main.add_command(export.export)
     main.add_command(keys.keys)
@@ -35,6 +35,7 @@ def _register() -> None:
     main.add_command(daemon.status)
     main.add_command(login.login)
     main.add_command(login.logout)
+    main.add_command(service.service)
 
 
 _register()
