@@ -70,14 +70,3 @@ class UpstreamError(CredhelperError):
 
     exit_code = EXIT_UPSTREAM
 
-
-def code_name(exit_code: int) -> str:
-    return {
-        EXIT_OK: "ok",
-        EXIT_BUG: "bug",
-        EXIT_USAGE: "usage",
-        EXIT_CONFIG: "config",
-        EXIT_LOGIN: "login_required",
-        EXIT_STORE: "store_unavailable",
-        EXIT_UPSTREAM: "upstream",
-    }.get(exit_code, "unknown")

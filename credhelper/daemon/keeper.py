@@ -27,9 +27,11 @@ from typing import Any
 from credhelper.broker import Broker
 from credhelper.errors import ConfigError, CredhelperError, LoginRequired
 from credhelper.model import Credentials, iso_z
+from credhelper.sources.env import EnvSource
+from credhelper.sources.session_token import PassThroughSource
 
-#: the credentials a source hands out anew each time (no upstream call)
-UNCACHED_SOURCES = ("env", "static-session")
+#: sources that hand out credentials anew each time (no upstream call): not kept
+UNCACHED_SOURCES = (EnvSource.name, PassThroughSource.name)
 #: a refresh starts this share of the serving time (at most LEAD_MAX s) before serving ends
 LEAD_SHARE = 0.25
 LEAD_MAX = 300.0
@@ -46,8 +48,8 @@ class ProfileState:
     creds: Credentials | None = None
     next_refresh: datetime | None = None
     last_error: str = ""
-    last_error_code: int = 0
-    login_required: bool = False
+    #: set when a human must act; raised again to callers until something changes
+    login_error: LoginRequired | None = None
     failures: int = 0
     refreshes: int = 0
     last_refresh: datetime | None = None
@@ -64,7 +66,7 @@ class ProfileState:
             "last_refresh": iso_z(self.last_refresh) if self.last_refresh else None,
             "refreshes": self.refreshes,
             "last_error": self.last_error or None,
-            "login_required": self.login_required,
+            "login_required": self.login_error is not None,
         }
 
 
@@ -106,11 +108,8 @@ class Keeper:
 
     def check_login(self, profile: str) -> None:
         st = self._states.get(profile)
-        if st is not None and st.login_required:
-            exc = LoginRequired(profile)
-            if st.last_error:  # already the whole line, remedy included: not wrapped twice
-                exc.args = (st.last_error,)
-            raise exc
+        if st is not None and st.login_error is not None:
+            raise st.login_error.with_traceback(None)  # no growing traceback in a long-lived daemon
 
     def obtain(self, profile: str, timeout: float | None = None) -> Credentials:
         """Credentials for a caller: one mint per profile however many ask."""
@@ -154,7 +153,7 @@ class Keeper:
         self.on_secret(*creds.secrets())
         self._remember(st.name)
         st.creds, st.source = creds, creds.source
-        st.failures, st.last_error, st.last_error_code, st.login_required = 0, "", 0, False
+        st.failures, st.last_error, st.login_error = 0, "", None
         st.last_refresh = self.broker.now()
         st.refreshes += outcome == "minted"
         if creds.source in UNCACHED_SOURCES:
@@ -178,11 +177,10 @@ class Keeper:
     def _failed(self, st: ProfileState, exc: BaseException, started: float, scheduled: bool) -> None:
         duration_ms = int((time.monotonic() - started) * 1000)
         message = exc.message if isinstance(exc, CredhelperError) else f"internal error {type(exc).__name__}"
-        code = exc.exit_code if isinstance(exc, CredhelperError) else 1
         first_time = message != st.last_error
-        st.last_error, st.last_error_code = message, code
+        st.last_error = message
         if isinstance(exc, LoginRequired):
-            st.login_required = True
+            st.login_error = exc
             self._unschedule(st)
             if first_time:
                 self.log.warning("refresh", profile=st.name, outcome="login_required",
@@ -236,7 +234,7 @@ class Keeper:
     def nudge(self, profile: str) -> None:
         """Something changed for `profile` (login, keys): forget and fetch again."""
         st = self.state(profile)
-        st.login_required, st.creds = False, None
+        st.login_error, st.creds = None, None
         self._unschedule(st)
         threading.Thread(target=self.warm, args=([profile],), daemon=True).start()
 

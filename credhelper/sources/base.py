@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,9 +92,6 @@ class Context:
 
     def config_file_hint(self) -> str:
         return self.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
-
-    def below(self, profile: str) -> Context:
-        return replace(self, chain=(*self.chain, profile))
 
     def setting(self, profile: str, key: str) -> str | None:
         return self.config.get(profile, key)
