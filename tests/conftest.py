@@ -52,6 +52,19 @@ CREDHELPER = os.path.join(os.path.dirname(sys.executable), "credhelper")
 CC_VERSION_DEFAULT = "2.1.330"
 
 
+
+def file_store_toml(directory: Path, mode: int = 0o600) -> str:
+    """Settings lines for the encrypted-file store in `directory`, with a 32-byte
+    random key file (made once; chmod `mode`): no Secret Service needed."""
+    key = directory / "store.key"
+    if not key.exists():
+        key.write_bytes(os.urandom(32))
+    key.chmod(mode)
+    store = directory / "store.enc"
+    return (f'store = "encrypted-file"\nencrypted_file = {json.dumps(str(store))}\n'
+            f"key_file = {json.dumps(str(key))}\n")
+
+
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conftest import file_store_toml
+
 from credhelper import fastpath, protocol
 
 if TYPE_CHECKING:
@@ -47,12 +49,7 @@ COLLECTED: list[tuple[str, frozenset[str]]] = []
 def encrypted_file_settings(aws_env: AwsEnv) -> str:
     """Settings lines for an AES-GCM file store with its key in a key file
     (no keyring: these tests do not need a Secret Service)."""
-    key = aws_env.home / "store.key"
-    if not key.exists():
-        key.write_bytes(os.urandom(32))
-        key.chmod(0o600)
-    store = aws_env.home / "store.enc"
-    return f'store = "encrypted-file"\nencrypted_file = "{store}"\nkey_file = "{key}"\n'
+    return file_store_toml(aws_env.home)
 
 
 def write_setup(

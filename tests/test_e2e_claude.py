@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import file_store_toml
 
 if TYPE_CHECKING:
     from conftest import ClaudeCode, NetnsMoto
@@ -40,15 +41,8 @@ def test_export_assume_role_signs_bedrock(
         f"aws_access_key_id = {SOURCE_AKID}\n"
         "aws_secret_access_key = e2e-source-secret\n"
     )
-    key = aws / "key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
     settings = aws / "credhelper.toml"
-    settings.write_text(
-        'store = "encrypted-file"\n'
-        f'encrypted_file = "{aws / "store.enc"}"\n'
-        f'key_file = "{key}"\n'
-    )
+    settings.write_text(file_store_toml(aws))
     pass_env = {
         "AWS_CONFIG_FILE": str(aws / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import file_store_toml
 
 if TYPE_CHECKING:
     from conftest import ClaudeCode, ClaudeRun
@@ -81,16 +82,9 @@ def test_claude_code_signs_in_via_sso_and_signs_bedrock(
     aws.mkdir()
     home.mkdir()
     (aws / "config").write_text(CONFIG)
-    key = aws / "key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
     settings = aws / "credhelper.toml"
     # An encrypted file with a key file: the keyring's D-Bus need not cross the netns.
-    settings.write_text(
-        'store = "encrypted-file"\n'
-        f'encrypted_file = "{aws / "store.enc"}"\n'
-        f'key_file = "{key}"\n'
-    )
+    settings.write_text(file_store_toml(aws))
     env = {
         "HOME": str(home),
         "AWS_CONFIG_FILE": str(aws / "config"),

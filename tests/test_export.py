@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import file_store_toml
 
 from credhelper.broker import MIN_SERVING, SERVE_FLOOR, Broker, effective_window
 from credhelper.config import AwsConfig
@@ -179,15 +180,10 @@ def write_settings(aws_env: AwsEnv, service: str, **extra: object) -> None:
 
 def file_store_settings(aws_env: AwsEnv, mode: int = 0o600, **extra: object) -> tuple[Path, Path]:
     """encrypted-file store with a 32-byte random key file (chmod `mode`)."""
-    key = aws_env.home / "store.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(mode)
-    store = aws_env.home / "store.enc"
-    lines = ['store = "encrypted-file"', f"key_file = {json.dumps(str(key))}",
-             f"encrypted_file = {json.dumps(str(store))}"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    aws_env.write_settings("\n".join(lines) + "\n")
-    return key, store
+    text = file_store_toml(aws_env.home, mode)
+    text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra.items())
+    aws_env.write_settings(text)
+    return aws_env.home / "store.key", aws_env.home / "store.enc"
 
 
 def age_cache(service: str, profile: str, seconds: float) -> None:
