@@ -3,7 +3,6 @@ where AWS errors become credhelper errors."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import botocore.config
 import botocore.exceptions
 
+from credhelper import redact
 from credhelper.config import AwsConfig, botocore_session
 from credhelper.errors import ConfigError, UpstreamError
 from credhelper.model import Credentials
@@ -124,16 +124,11 @@ _AUTH_CODES = {
     "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
     "SignatureDoesNotMatch", "InvalidAccessKeyId",
 }
-_LONG_TOKEN = re.compile(r"[A-Za-z0-9/+=_-]{40,}")
 
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Cut an upstream message to one short line with no secret in it."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _LONG_TOKEN.sub("***", " ".join(text.split()))
-    return text[:200]
+    return redact.scrub(text, secrets)
 
 
 @contextmanager

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from credhelper import redact
 from credhelper.errors import EXIT_CONFIG, ConfigError, UpstreamError
 from credhelper.model import Credentials, parse_time
-from credhelper.sources.base import Context, scrub
+from credhelper.sources.base import Context
 from credhelper.sources.session_token import SessionTokenSource
 
 NAME = "process"
@@ -85,7 +86,10 @@ class ProcessSource:
                 f"{self.ctx.settings.mint_timeout} s: check it runs without a prompt"
             ) from None
         if done.returncode != 0:
-            last = scrub(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else ""
+            # The helper's own words, only through the scrubber: helpers print
+            # passwords, tokens and keys when they fail.
+            lines = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
+            last = redact.scrub(lines[-1]) if lines else ""
             if done.returncode == EXIT_CONFIG and RECURSION in done.stderr:
                 # An export further down refused to recurse: the loop is in the config.
                 raise ConfigError(
