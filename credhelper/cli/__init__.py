@@ -27,18 +27,28 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import daemon, export, keys, login, service
+    from credhelper.cli import daemon, doctor, export, keys, login, service, setup, status
 
     main.add_command(export.export)
     main.add_command(keys.keys)
     main.add_command(daemon.daemon)
-    main.add_command(daemon.status)
+    main.add_command(status.status)
     main.add_command(login.login)
     main.add_command(login.logout)
     main.add_command(service.service)
+    main.add_command(setup.setup)
+    main.add_command(doctor.doctor)
 
 
 _register()
+
+
+def _one_line_usage(exc: click.UsageError) -> str:
+    """click's multi-line usage text as one line that ends with the fix."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    command = exc.ctx.command_path if exc.ctx is not None else "credhelper"
+    return f"{text}: see {command} --help"
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +61,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(f"credhelper: {_one_line_usage(exc)}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
