@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("claude", "process", "env", "json")
+#: what `credhelper export` prints: FORMATS (which the daemon serves) and the
+#: Bedrock API key, which the CLI mints (it needs botocore's signer and a region)
+EXPORT_FORMATS = (*FORMATS, "bedrock-token")
 
 
 def iso_z(when: datetime) -> str:
@@ -92,12 +95,12 @@ class Credentials:
         )
 
 
-def render(creds: Credentials, fmt: str, *, profile: str = "") -> str:
+def render(creds: Credentials, fmt: str, *, profile: str = "", region: str = "") -> str:
     """The exact text `export` prints (with a trailing newline).
 
-    Every format carries `Expiration`; callers make sure exported credentials
+    Every JSON format carries `Expiration`; callers make sure exported credentials
     have a session token and an expiration (Claude Code rejects credentials
-    without a `SessionToken`).
+    without a `SessionToken`). `bedrock-token` is the bare key for `region`.
     """
     if creds.expiration is None or not creds.session_token:
         raise ValueError("only temporary credentials with an expiration are exported")
@@ -122,4 +125,10 @@ def render(creds: Credentials, fmt: str, *, profile: str = "") -> str:
             ("AWS_CREDENTIAL_EXPIRATION", exp),
         )
         return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in pairs)
+    if fmt == "bedrock-token":
+        if not region:
+            raise ValueError("a Bedrock API key needs a region")
+        from credhelper.bedrock_token import mint  # botocore: only for this format
+
+        return mint(creds, region) + "\n"
     raise ValueError(f"unknown format {fmt!r}")
