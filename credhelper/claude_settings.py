@@ -249,22 +249,30 @@ def env_block(data: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def overrides(profile: str, settings_env: Mapping[str, str],
-              environ: Mapping[str, str]) -> list[str]:
-    """What would override what `setup claude` configured, one warning each."""
-    out: list[str] = []
+def bearer_overrides(settings_env: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+    """`AWS_BEARER_TOKEN_BEDROCK` wins over awsCredentialExport (contract §4)."""
+    out = []
     if BEARER in settings_env:
         out.append(f"the settings env block sets {BEARER}: Claude Code then uses that key "
                    "and never runs awsCredentialExport; remove it from the env block")
     if environ.get(BEARER):
         out.append(f"{BEARER} is set in this environment: Claude Code started from here uses "
                    f"that key and never runs awsCredentialExport; unset {BEARER}")
+    return out
+
+
+def profile_overrides(profile: str, settings_env: Mapping[str, str], environ: Mapping[str, str],
+                      exporting: bool = True) -> list[str]:
+    """Variables that make something use other credentials than `profile`'s."""
+    out: list[str] = []
     for where, env in (("the settings env block", settings_env), ("this environment", environ)):
         if env.get("AWS_ACCESS_KEY_ID"):
-            out.append(f"AWS_ACCESS_KEY_ID is set in {where}: the AWS tools Claude Code runs use "
-                       f"it instead of profile {profile}, and while it is valid Claude Code skips "
-                       "awsAuthRefresh; unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY "
-                       "AWS_SESSION_TOKEN")
+            what = (f"Bedrock signing still uses credhelper, but the AWS tools Claude Code runs "
+                    f"use the keys instead of profile {profile}, and while they are valid Claude "
+                    "Code skips awsAuthRefresh" if exporting else
+                    f"they override profile {profile} for Claude Code and every AWS tool")
+            out.append(f"AWS_ACCESS_KEY_ID is set in {where}: {what}; unset AWS_ACCESS_KEY_ID "
+                       "AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN")
     chosen = settings_env.get("CREDHELPER_PROFILE") or environ.get("CREDHELPER_PROFILE")
     if chosen and chosen != profile:
         out.append(f"CREDHELPER_PROFILE={chosen} is set: credhelper export would use profile "
@@ -273,8 +281,15 @@ def overrides(profile: str, settings_env: Mapping[str, str],
     other = None if settings_env.get("AWS_PROFILE") else environ.get("AWS_PROFILE")
     if other and other != profile:
         out.append(f"AWS_PROFILE={other} is set in this environment, not {profile}: it overrides "
-                   f"the profile; unset AWS_PROFILE or run setup claude --profile {other}")
+                   f"the profile; unset AWS_PROFILE or run credhelper setup claude --profile {other}")
     return out
+
+
+def overrides(profile: str, settings_env: Mapping[str, str],
+              environ: Mapping[str, str]) -> list[str]:
+    """What would override what `setup claude` configured, one warning each."""
+    return bearer_overrides(settings_env, environ) + profile_overrides(
+        profile, settings_env, environ)
 
 
 # -- setup claude ---------------------------------------------------------------------------
