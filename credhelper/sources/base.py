@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import botocore.awsrequest
+import botocore.client
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 
 from credhelper import redact
 from credhelper.config import AwsConfig, botocore_session
@@ -131,12 +134,69 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     return redact.scrub(text, secrets)
 
 
+def _endpoint(exc: BaseException) -> str:
+    """The endpoint the failing call talked to. Found in the call's own frames
+    (the botocore client, or the request being sent), so that every caller of
+    `upstream` gets it without passing its client in."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tuple(tb.tb_frame.f_locals.values()):
+            if isinstance(value, botocore.client.BaseClient):
+                return str(value.meta.endpoint_url)
+            url = getattr(value, "url", None)
+            if isinstance(value, botocore.awsrequest.AWSPreparedRequest) and isinstance(url, str):
+                return url.split("?")[0]
+        tb = tb.tb_next
+    return "the AWS endpoint"
+
+
+def _http_answer(exc: BaseException) -> str:
+    """"HTTP <status> <content type>, " of the answer being parsed when `exc`
+    was raised ("" when there was none)."""
+    status: object = None
+    headers: Mapping[str, Any] = {}
+    if isinstance(exc, botocore.exceptions.ClientError):
+        meta = exc.response.get("ResponseMetadata", {})
+        status, headers = meta.get("HTTPStatusCode"), meta.get("HTTPHeaders") or {}
+    tb = exc.__traceback__
+    while tb is not None and status is None:
+        answer = tb.tb_frame.f_locals.get("http_response")
+        if isinstance(answer, botocore.awsrequest.AWSResponse):
+            status, headers = answer.status_code, answer.headers
+        tb = tb.tb_next
+    if status is None:
+        return ""
+    kind = str({k.lower(): v for k, v in dict(headers).items()}.get("content-type", "")).split(";")[0]
+    return f"HTTP {status} {kind}".strip() + ", "
+
+
+def _not_aws(exc: botocore.exceptions.ClientError) -> bool:
+    """An error answer that did not come from AWS: a proxy's page, an empty
+    404. botocore names those by the HTTP status (AWS codes are words)."""
+    err = exc.response.get("Error", {})
+    message = str(err.get("Message", "")).lstrip().lower()
+    code = str(err.get("Code", ""))
+    return (code.isdigit() or (code in ("", "Unknown") and not message)
+            or message.startswith(("<!doctype", "<html", "<?xml")))
+
+
+def _non_aws_answer(action: str, profile: str, exc: BaseException, what: str) -> UpstreamError:
+    return UpstreamError(
+        f"{action} for profile {profile}: non-AWS answer from {_endpoint(exc)} "
+        f"({_http_answer(exc)}{what}): check AWS_ENDPOINT_URL_* and the proxy (HTTPS_PROXY)"
+    )
+
+
 @contextmanager
 def upstream(action: str, profile: str, *, remedy: str = "", secrets: tuple[str, ...] = ()) -> Iterator[None]:
-    """Map what botocore raises during `action` to one `UpstreamError` line."""
+    """Map what botocore raises during `action` to one `UpstreamError` line.
+    An answer that is not AWS's (garbage, truncated, a proxy's HTML page, an
+    empty error) is an upstream failure naming the endpoint, not a bug."""
     try:
         yield
     except botocore.exceptions.ClientError as exc:
+        if _not_aws(exc):
+            raise _non_aws_answer(action, profile, exc, "no AWS error in it") from None
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "Unknown"))
         text = scrub(str(err.get("Message", "")), secrets)
@@ -155,9 +215,16 @@ def upstream(action: str, profile: str, *, remedy: str = "", secrets: tuple[str,
         botocore.exceptions.HTTPClientError,
     ) as exc:
         raise UpstreamError(
-            f"{action} for profile {profile}: cannot reach AWS ({scrub(str(exc), secrets)}): "
+            f"{action} for profile {profile}: cannot reach AWS at {_endpoint(exc)} "
+            f"({scrub(str(exc), secrets)}): "
             "check the network, proxy (HTTPS_PROXY) and AWS_ENDPOINT_URL_* settings"
         ) from None
+    except botocore.parsers.ResponseParserError as exc:
+        raise _non_aws_answer(action, profile, exc, "not a readable AWS response") from None
+    except KeyError as exc:
+        # a well-formed answer without what the call returns (no Credentials):
+        # the blocks `upstream` guards are one call and the lookup of its result
+        raise _non_aws_answer(action, profile, exc, f"no {exc.args[0]} in it") from None
     except botocore.exceptions.ParamValidationError as exc:
         raise ConfigError(
             f"{action} for profile {profile}: invalid setting: {scrub(str(exc), secrets)}"
