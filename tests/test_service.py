@@ -3,28 +3,33 @@ for the real installed launcher, and install/uninstall/status.
 
 The unit is checked by the real `systemd-analyze verify --user` (test-infra.md
 §4: it needs XDG_RUNTIME_DIR; warnings count, so stderr must be empty). There
-is no launchd validator on Linux: the plist is parsed with plistlib and held
-to a table of key types. systemctl/launchctl cannot run here: install and
-uninstall are driven through a fake runner that records the commands, and the
-real CLI is run where systemctl cannot reach any user manager.
+is no launchd validator on Linux: the plist is checked in test_launchd.py.
+Install and uninstall are driven through a fake runner that records the
+commands, and the real CLI is run where systemctl cannot reach any user
+manager; test_systemd_service.py runs the whole lifecycle under a real
+`systemd --user`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import plistlib
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CREDHELPER, AwsEnv, unavailable
+from conftest import CREDHELPER, AwsEnv, file_store_toml, unavailable
 
 from credhelper import service
 from credhelper.errors import EXIT_CONFIG, ConfigError
+
+#: the service's PATH when no credential_process helper is configured
+STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
@@ -80,6 +85,8 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         tmp_path,
         CREDHELPER_CONFIG=str(tmp_path / "credhelper.toml"),
         AWS_CONFIG_FILE="~/.aws/config",
+        CREDHELPER_SOCKET=str(tmp_path / "one-shell.sock"),
+        PATH="/opt/only-this-shell/bin:/usr/bin:/bin",
         **SECRETS,
     )
     unit = service.render("systemd", CREDHELPER, env)
@@ -92,8 +99,15 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         "WatchdogSec=30s", "NoNewPrivileges=yes", "WantedBy=default.target",
         f"Environment=CREDHELPER_CONFIG={tmp_path}/credhelper.toml",
         f"Environment=AWS_CONFIG_FILE={tmp_path}/home/.aws/config",
+        f"Environment=PATH={STANDARD_PATH}",
+        "LimitCORE=0",  # no core dump can hold the credentials in memory
     ):
         assert line in lines, line
+    # frozen: only the file locations and PATH; not this shell's PATH or socket
+    assert [ln.split("=")[1] for ln in lines if ln.startswith("Environment=")] == [
+        "PATH", "CREDHELPER_CONFIG", "AWS_CONFIG_FILE",
+    ]
+    assert "only-this-shell" not in unit and "one-shell.sock" not in unit
     assert not any(ln.startswith(("PrivateTmp", "ProtectHome", "PrivateUsers")) for ln in lines)
     for value in SECRETS.values():
         assert value not in unit
@@ -107,7 +121,9 @@ def test_unit_without_environment_and_with_awkward_paths_verifies(tmp_path: Path
     odd.mkdir()
     (odd / "credhelper").symlink_to(CREDHELPER)
     plain = service.render("systemd", CREDHELPER, {"HOME": str(tmp_path)})
-    assert "Environment=" not in plain
+    assert [ln for ln in plain.splitlines() if ln.startswith("Environment=")] == [
+        f"Environment=PATH={STANDARD_PATH}"
+    ]
     ok, out = verify_unit(plain, tmp_path)
     assert ok, f"{out}\n{plain}"
     env = install_env(tmp_path, CREDHELPER_CONFIG=f'{odd}/"q" \\.toml', PATH=f"{odd}:/usr/bin:rel")
@@ -141,101 +157,6 @@ def test_broken_unit_fails_the_same_check(
     assert expect.lower() in out.lower(), out
 
 
-# ------------------------------------------------------------------ launchd plist
-
-#: launchd.plist(5) keys the agent may use, and their types.
-PLIST_KEYS: dict[str, tuple[type, ...]] = {
-    "Label": (str,),
-    "ProgramArguments": (list,),
-    "RunAtLoad": (bool,),
-    "KeepAlive": (bool, dict),
-    "ProcessType": (str,),
-    "StandardOutPath": (str,),
-    "StandardErrorPath": (str,),
-    "EnvironmentVariables": (dict,),
-    "ExitTimeOut": (int,),
-    "ThrottleInterval": (int,),
-    "Umask": (int,),
-    "WorkingDirectory": (str,),
-}
-KEEPALIVE_KEYS = {"SuccessfulExit": bool, "Crashed": bool}
-
-
-def lint_plist(data: bytes) -> list[str]:
-    """Problems with a launchd agent plist; [] when it is fine."""
-    try:
-        doc = plistlib.loads(data)
-    except Exception as exc:
-        return [f"PARSE ERROR {type(exc).__name__}: {exc}"]
-    if not isinstance(doc, dict):
-        return ["top level is not a dict"]
-    problems = [f"missing {k}" for k in ("Label", "ProgramArguments") if k not in doc]
-    for key, value in doc.items():
-        types = PLIST_KEYS.get(key)
-        if types is None:
-            problems.append(f"unknown key {key}")
-        elif not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            problems.append(f"{key} should be {' or '.join(t.__name__ for t in types)}")
-    args = doc.get("ProgramArguments")
-    if isinstance(args, list):
-        if not args or not all(isinstance(a, str) for a in args):
-            problems.append("ProgramArguments should be a non-empty list of strings")
-        elif not (os.path.isabs(args[0]) and os.access(args[0], os.X_OK)):
-            problems.append(f"ProgramArguments[0] is not an absolute executable: {args[0]}")
-    if isinstance(doc.get("KeepAlive"), dict):
-        for k, v in doc["KeepAlive"].items():
-            if not isinstance(v, KEEPALIVE_KEYS.get(k, type(None))):
-                problems.append(f"KeepAlive.{k} is unknown or not a bool")
-    if doc.get("ProcessType", "Standard") not in ("Background", "Standard", "Adaptive", "Interactive"):
-        problems.append(f"ProcessType {doc['ProcessType']!r} is not a launchd process type")
-    env = doc.get("EnvironmentVariables", {})
-    if isinstance(env, dict) and not all(isinstance(v, str) for v in env.values()):
-        problems.append("EnvironmentVariables values should be strings")
-    for key in ("StandardOutPath", "StandardErrorPath", "WorkingDirectory"):
-        if isinstance(doc.get(key), str) and not os.path.isabs(doc[key]):
-            problems.append(f"{key} is not absolute (launchd does not expand ~): {doc[key]}")
-    return problems
-
-
-def test_rendered_plist_parses_and_passes_the_key_table(tmp_path: Path) -> None:
-    env = install_env(tmp_path, CREDHELPER_SOCKET="/tmp/x & <y>/daemon.sock", **SECRETS)
-    text = service.render("launchd", CREDHELPER, env)
-    assert lint_plist(text.encode()) == []
-    doc = plistlib.loads(text.encode())
-    assert doc["Label"] == service.LABEL == "com.github.credhelper.daemon"
-    assert doc["ProgramArguments"] == [CREDHELPER, "daemon"]
-    assert doc["RunAtLoad"] is True
-    assert doc["KeepAlive"] == {"SuccessfulExit": False}
-    assert doc["StandardErrorPath"] == f"{tmp_path}/home/Library/Logs/credhelper.log"
-    assert doc["EnvironmentVariables"] == {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "CREDHELPER_SOCKET": "/tmp/x & <y>/daemon.sock",  # XML-escaped and back
-    }
-    for value in SECRETS.values():
-        assert value not in text
-    bare = plistlib.loads(service.render("launchd", CREDHELPER, {"HOME": str(tmp_path)}).encode())
-    assert "EnvironmentVariables" not in bare
-
-
-@pytest.mark.parametrize(
-    ("change", "expect"),
-    [
-        (("<key>RunAtLoad</key>\n\t<true/>", "<key>RunAtLoad</key>\n\t<string>yes</string>"),
-         "RunAtLoad should be bool"),
-        (("<key>RunAtLoad</key>\n\t<true/>", "<key>RunAtLoad</key>"), "PARSE ERROR"),
-        (("<key>RunAtLoad</key>", "<key>RunAtLaod</key>"), "unknown key RunAtLaod"),
-        ((f"<string>{CREDHELPER}</string>", "<string>bin/credhelper</string>"), "not an absolute"),
-        (("<string>Interactive</string>", "<string>Urgent</string>"), "ProcessType"),
-        (("<key>SuccessfulExit</key>", "<key>SucessfulExit</key>"), "KeepAlive.SucessfulExit"),
-    ],
-)
-def test_broken_plist_fails_the_key_table(tmp_path: Path, change: tuple[str, str], expect: str) -> None:
-    text = service.render("launchd", CREDHELPER, {"HOME": str(tmp_path)})
-    assert change[0] in text
-    problems = lint_plist(text.replace(change[0], change[1], 1).encode())
-    assert any(expect in p for p in problems), problems
-
-
 # ------------------------------------------------------------------ the launcher, the templates
 
 
@@ -252,7 +173,7 @@ def test_launcher_is_this_installations_absolute_command(tmp_path: Path) -> None
 
 
 def test_templates_come_from_the_top_level_service_dir() -> None:
-    root = Path(service.__file__).resolve().parent.parent
+    root = Path(service.__file__).resolve().parents[2]
     assert service.template("systemd") == (root / "service" / "credhelper.service").read_text()
     assert service.template("launchd") == (
         root / "service" / "com.github.credhelper.daemon.plist"
@@ -267,6 +188,12 @@ def test_unsupported_platform_is_a_config_error(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ install/uninstall, fake runner
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process installs must not see a daemon this test process may reach."""
+    monkeypatch.setattr("credhelper.service.manage._ask_daemon", lambda: None)
 
 
 class FakeRunner:
@@ -416,25 +343,6 @@ def test_dry_run_changes_nothing_and_runs_nothing(tmp_path: Path) -> None:
     assert text.endswith("systemctl --user daemon-reload\nsystemctl --user enable --now credhelper.service")
 
 
-def test_launchd_install_bootstraps_and_uninstall_boots_out(tmp_path: Path) -> None:
-    env = install_env(tmp_path)
-    run = FakeRunner(fail={("launchctl", "bootout"): (3, "Boot-out failed: 3: No such process")})
-    plan = service.install(runner=run, env=env, executable=CREDHELPER, platform="darwin", uid=501)
-    path = tmp_path / "home" / "Library" / "LaunchAgents" / "com.github.credhelper.daemon.plist"
-    assert plan.path == path and stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert lint_plist(path.read_bytes()) == []
-    assert (tmp_path / "home" / "Library" / "Logs").is_dir()
-    assert run.calls == [
-        ("launchctl", "bootout", "gui/501/com.github.credhelper.daemon"),  # not loaded: ignored
-        ("launchctl", "enable", "gui/501/com.github.credhelper.daemon"),
-        ("launchctl", "bootstrap", "gui/501", str(path)),
-    ]
-    run = FakeRunner()
-    service.uninstall(runner=run, env=env, platform="darwin", uid=501)
-    assert run.calls == [("launchctl", "bootout", "gui/501/com.github.credhelper.daemon")]
-    assert not path.exists()
-
-
 def test_status_reports_the_manager_and_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDHELPER_SOCKET", str(tmp_path / "daemon.sock"))
     env = install_env(tmp_path)
@@ -444,6 +352,13 @@ def test_status_reports_the_manager_and_the_daemon(tmp_path: Path, monkeypatch: 
     text = st.describe()
     assert "(not installed)" in text and "Active: inactive" in text
     assert f"daemon: not answering on {tmp_path}/daemon.sock" in text
+    assert not st.ok
+    assert st.error() == (
+        f"the service credhelper.service is not running (not installed): `systemctl --user status "
+        f"--no-pager credhelper.service` exited 3 (Active: inactive); daemon: not answering on "
+        f"{tmp_path}/daemon.sock: run credhelper service install"
+    )
+    assert service.status(runner=FakeRunner(), env=env, platform="linux", ask_daemon=lambda: None).ok
     st = service.status(
         runner=FakeRunner(missing=True), env=env, platform="darwin", uid=501,
         ask_daemon=lambda: {"daemon": {"pid": 42, "uptime": 7, "version": "0.1.0"}},
@@ -462,16 +377,55 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def _helper(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\nexit 1\n")
+    path.chmod(0o755)
+    return path
+
+
 def test_cli_install_dry_run_prints_unit_and_commands_and_writes_nothing(aws_env: AwsEnv) -> None:
+    """Only the file locations and a PATH of the standard dirs plus the helpers'
+    dirs are frozen, and stderr says so; this shell's PATH and socket are not."""
+    helpers = aws_env.home / "helpers"
+    on_path = _helper(helpers / "on-path", "corp-creds")
+    absolute = _helper(helpers / "absolute", "vault-creds")
+    aws_env.write_config(f"""
+        [profile a]
+        credential_process = corp-creds --role dev
+        [profile b]
+        credential_process = "{absolute}" --json
+        [profile c]
+        credential_process = not-installed-anywhere
+        [profile d]
+        role_arn = arn:aws:iam::123456789012:role/x
+        source_profile = a
+        """)
+    shell_path = f"{aws_env.home}/only-this-shell:{on_path.parent}:/usr/bin:/bin"
     before = _tree(aws_env.home)
-    proc = aws_env.run("service", "install", "--dry-run")
+    proc = aws_env.run("service", "install", "--dry-run", env={"PATH": shell_path})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
     assert _tree(aws_env.home) == before
-    unit = service.render("systemd", CREDHELPER, aws_env.environ())
+    path = f"{on_path.parent}:{absolute.parent}:{STANDARD_PATH}"
+    assert proc.stderr.splitlines() == [
+        f"service environment: PATH={path}",
+        f"service environment: CREDHELPER_CONFIG={aws_env.settings_file}",
+        f"service environment: AWS_CONFIG_FILE={aws_env.config_file}",
+        f"service environment: AWS_SHARED_CREDENTIALS_FILE={aws_env.credentials_file}",
+        "note: profile c: credential_process program not-installed-anywhere is not on this shell's PATH",
+        "note: CREDHELPER_SOCKET is set in this shell but not copied: the service uses the default "
+        "socket; unset CREDHELPER_SOCKET where credhelper export runs",
+    ]
+    unit = service.render("systemd", CREDHELPER, aws_env.environ({"PATH": shell_path}))
     assert unit.rstrip("\n") in proc.stdout
-    assert f"Environment=CREDHELPER_CONFIG={aws_env.settings_file}" in proc.stdout
-    assert f"Environment=CREDHELPER_SOCKET={aws_env.socket}" in proc.stdout
+    assert [ln for ln in proc.stdout.splitlines() if ln.startswith("Environment=")] == [
+        f"Environment=PATH={path}",
+        f"Environment=CREDHELPER_CONFIG={aws_env.settings_file}",
+        f"Environment=AWS_CONFIG_FILE={aws_env.config_file}",
+        f"Environment=AWS_SHARED_CREDENTIALS_FILE={aws_env.credentials_file}",
+    ]
+    assert "only-this-shell" not in proc.stdout and str(aws_env.socket) not in proc.stdout
     assert "AWS_ENDPOINT_URL_STS" not in proc.stdout
     assert proc.stdout.rstrip("\n").endswith(
         "# would run:\nsystemctl --user daemon-reload\nsystemctl --user enable --now credhelper.service"
@@ -500,11 +454,67 @@ def test_cli_install_without_a_user_manager_exits_3_with_one_line(aws_env: AwsEn
     unit = aws_env.home / ".config" / "systemd" / "user" / "credhelper.service"
     assert unit.is_file()
 
+    # systemctl fails: status says so in one line and exits 3, stdout empty
     status = aws_env.run("service", "status", env=env)
-    assert status.returncode == 0, status.stderr
-    assert f"{unit} (installed)" in status.stdout
-    assert f"daemon: not answering on {aws_env.socket}" in status.stdout
+    assert status.returncode == EXIT_CONFIG, status.stderr
+    assert status.stdout == ""
+    assert len(status.stderr.splitlines()) == 1, status.stderr
+    assert "credhelper.service is not running (installed)" in status.stderr
+    assert f"daemon: not answering on {aws_env.socket}" in status.stderr
+    assert status.stderr.rstrip().endswith("credhelper daemon in your login shell")
 
     proc = aws_env.run("service", "uninstall", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "removed the file only" in proc.stdout and not unit.exists()
+
+
+def _wait_for_daemon(aws_env: AwsEnv, proc: subprocess.Popen[str], timeout: float = 30) -> int:
+    """The pid `credhelper status --json` reports, polled until a total deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        out = aws_env.run("status", "--json", timeout=max(deadline - time.monotonic(), 1))
+        if out.returncode == 0 and json.loads(out.stdout).get("daemon"):
+            pid: int = json.loads(out.stdout)["daemon"]["pid"]
+            return pid
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon did not answer within {timeout}s")
+
+
+def test_install_refuses_while_another_daemon_serves(aws_env: AwsEnv) -> None:
+    """A daemon started by hand (or by brew services) holds the socket: a second
+    one would only exit 2, so install refuses, says why, and writes nothing."""
+    aws_env.write_settings(file_store_toml(aws_env.home))
+    daemon = aws_env.popen("daemon")
+    pid = _wait_for_daemon(aws_env, daemon)
+    assert pid == daemon.pid
+    for args in (("service", "install"), ("service", "install", "--dry-run")):
+        proc = aws_env.run(*args)
+        assert proc.returncode == EXIT_CONFIG, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            f"credhelper: a credhelper daemon (pid {pid}) already serves this user and it was not "
+            "started by this service; a second daemon would only exit 2 (another credhelper daemon is "
+            f"serving): stop it (kill {pid}, or brew services stop credhelper) and rerun credhelper "
+            "service install"
+        ]
+    assert not (aws_env.home / ".config" / "systemd").exists()
+    # and the daemon itself refuses to be the second one, with the reason
+    second = aws_env.run("daemon", timeout=30)
+    assert second.returncode == 2
+    assert "another credhelper daemon is serving" in second.stderr
+
+
+def test_install_refuses_next_to_homebrews_service(aws_env: AwsEnv) -> None:
+    brew = aws_env.home / ".config" / "systemd" / "user" / "homebrew.credhelper.service"
+    brew.parent.mkdir(parents=True)
+    brew.write_text("[Service]\nExecStart=/home/linuxbrew/.linuxbrew/opt/credhelper/bin/credhelper daemon\n")
+    proc = aws_env.run("service", "install")
+    assert proc.returncode == EXIT_CONFIG and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1
+    assert f"Homebrew's service for credhelper is installed ({brew}); with Homebrew, brew services " \
+           "is the canonical way to run the daemon" in proc.stderr
+    assert proc.stderr.rstrip().endswith(
+        "keep brew services, or run brew services stop credhelper and then credhelper service install"
+    )
+    assert not (brew.parent / "credhelper.service").exists()

@@ -21,6 +21,11 @@ def install(dry_run: bool) -> None:
     from credhelper import service as lib
 
     plan = lib.install(dry_run=dry_run)
+    # what the service keeps from this shell (paths only), and what it does not
+    for name, value in plan.environment.items():
+        click.echo(f"service environment: {name}={value}", err=True)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
     if dry_run:
         click.echo(plan.describe())
         return
@@ -51,11 +56,17 @@ def uninstall(dry_run: bool) -> None:
 @service.command()
 @_DRY_RUN
 def status(dry_run: bool) -> None:
-    """The service manager's view of the service, and whether the daemon answers."""
+    """The service manager's view of the service, and whether the daemon answers.
+
+    Exits 3 with one line when the manager cannot be asked or says the service is not running."""
     from credhelper import service as lib
+    from credhelper.errors import ConfigError
 
     if dry_run:
         _kind, path, cmd = lib.plan_status()
         click.echo(f"# {path}\n# would run:\n{cmd}")
         return
-    click.echo(lib.status().describe())
+    st = lib.status()
+    if not st.ok:
+        raise ConfigError(st.error())
+    click.echo(st.describe())
