@@ -12,8 +12,8 @@ Fixtures (the feature tests rely on these names):
   resets `moto` first. `.run(...)` / `.popen(...)` run the installed console script.
 - `secret_service` (function): a unique keyring service name on a working
   Secret Service, else skip (fail under CI=true).
-- `claude_code` (function): `run_claude(helper_cmd, ...) -> ClaudeRun` driving
-  ../shared/claude_code/run.sh, else skip (fail under CI=true).
+- `claude_code` (function): `claude_code(helper_cmd, ...) -> ClaudeRun` driving
+  the real Claude Code through tests/claude_harness, else skip (fail under CI=true).
 - `netns_moto` (function): a NETNS_SETUP command that starts the same recording
   moto inside the harness's network namespace, and a reader for its logs.
 
@@ -24,13 +24,10 @@ Tests that use `secret_service` / `claude_code` get those marks automatically.
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,12 +41,12 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
+import claude_harness
 import pytest
+from claude_harness import ClaudeRun
 
 REPO = Path(__file__).resolve().parent.parent
-HARNESS = REPO.parent / "shared" / "claude_code" / "run.sh"
 CREDHELPER = os.path.join(os.path.dirname(sys.executable), "credhelper")
-CC_VERSION_DEFAULT = "2.1.330"
 
 
 
@@ -525,213 +522,62 @@ def secret_service() -> Iterator[str]:
 # ------------------------------------------------------------------ Claude Code e2e
 
 
-def cc_prefix() -> str:
-    return os.environ.get("CC_PREFIX") or os.path.join(
-        os.environ.get("TMPDIR") or "/tmp", "claude-code-e2e"
-    )
-
-
-def _claude_installed(prefix: str) -> bool:
-    version = os.environ.get("CC_VERSION") or CC_VERSION_DEFAULT
-    pkg = Path(prefix, "node_modules", "@anthropic-ai", "claude-code", "package.json")
-    try:
-        if json.loads(pkg.read_text()).get("version") != version:
-            return False
-    except (OSError, ValueError):
-        return False
-    bins = glob.glob(os.path.join(prefix, "node_modules", "@anthropic-ai", "claude-code-linux-*"))
-    return any(os.access(os.path.join(b, "claude"), os.X_OK) for b in bins)
-
-
-_harness_problem_cache: list[str | None] = []
-
-
-def harness_problem() -> str | None:
-    if _harness_problem_cache:
-        return _harness_problem_cache[0]
-    problem: str | None = None
-    if not HARNESS.is_file():
-        problem = f"Claude Code harness not found at {HARNESS}"
-    elif os.geteuid() != 0:
-        problem = "the Claude Code harness must run as root (unshare --net)"
-    elif shutil.which("unshare") is None:
-        problem = "unshare is not installed"
-    elif subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
-        problem = "unshare --net does not work here"
-    elif not _claude_installed(cc_prefix()) and shutil.which("npm") is None:
-        problem = f"Claude Code is not installed under {cc_prefix()} and npm is missing"
-    _harness_problem_cache.append(problem)
-    return problem
-
-
-#: harness knobs that must not leak from the outer environment into a run
-_HARNESS_KNOBS = (
-    "HELPER_CMD", "EXPECT_AKID", "EXPECT_TEXT", "CC_TIMEOUT", "PROMPT", "AUTH_REFRESH_CMD",
-    "FAIL_FIRST", "TOOL_SLEEP", "ENV_MODE", "EXTRA_CLAUDE_ARGS", "PASS_ENV", "NETNS_SETUP",
-    "KEEP_WORKDIR", "_CC_IN_NETNS",
-)
-
-
-class ClaudeRun:
-    """The outcome of one run.sh run; its work dir is kept (KEEP_WORKDIR=1)."""
-
-    def __init__(self, rc: int, stdout: str, stderr: str) -> None:
-        self.rc = rc
-        self.stdout = stdout  # the analyze.py report; last line PASS/FAIL
-        self.stderr = stderr
-        m = re.search(r"^workdir: (.+)$", stderr, re.M) or re.search(
-            r"workdir: (\S+)", stdout
-        )
-        self.workdir: str | None = m.group(1).strip() if m else None
-
-    @property
-    def passed(self) -> bool:
-        lines = [ln for ln in self.stdout.splitlines() if ln.strip()]
-        return bool(lines) and lines[-1].startswith("PASS")
-
-    def report(self) -> str:
-        """Everything worth reading when an assertion fails."""
-        return f"rc={self.rc}\n{self.stdout}\n-- stderr (tail) --\n{self.stderr[-3000:]}"
-
-    def _path(self, *parts: str) -> str:
-        if not self.workdir:
-            raise AssertionError(f"run.sh printed no workdir\n{self.report()}")
-        return os.path.join(self.workdir, *parts)
-
-    def bedrock_requests(self) -> list[dict[str, Any]]:
-        try:
-            text = Path(self._path("bedrock.jsonl")).read_text()
-        except FileNotFoundError:
-            return []
-        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-
-    def bedrock_akids(self) -> set[str]:
-        """AccessKeyIds in the SigV4 `Credential=` of the Bedrock requests."""
-        out = set()
-        for r in self.bedrock_requests():
-            m = re.search(r"Credential=([^/,\s]+)/", r.get("authorization") or "")
-            if m:
-                out.add(m.group(1))
-        return out
-
-    def _outputs(self, tag: str) -> list[tuple[str, str]]:
-        """(file, stdout) of each helper run with this tag, in invocation order."""
-        log = Path(self._path("helper", "invocations.log"))
-        pids = re.findall(rf"^START \S+ tag={tag} pid=(\d+)", log.read_text(), re.M)
-        out = []
-        for pid in pids:
-            path = self._path("helper", f"{tag}.{pid}.out")
-            if os.path.exists(path):
-                out.append((path, Path(path).read_text()))
-        return out
-
-    def helper_invocations(self) -> int:
-        log = Path(self._path("helper", "invocations.log")).read_text()
-        return len(re.findall(r"^START \S+ tag=export ", log, re.M))
-
-    def helper_outputs(self) -> list[Any]:
-        """Parsed stdout of each `awsCredentialExport` run, in invocation order."""
-        parsed = []
-        for path, text in self._outputs("export"):
-            try:
-                parsed.append(json.loads(text))
-            except ValueError as exc:
-                raise AssertionError(f"{path} is not JSON ({exc}): {text[:300]!r}") from exc
-        return parsed
-
-    def refresh_outputs(self) -> list[str]:
-        """Raw stdout of each `awsAuthRefresh` run, in invocation order."""
-        return [text for _, text in self._outputs("refresh")]
-
-
-def run_claude(
-    helper_cmd: str,
-    *,
-    pass_env: Mapping[str, str] | None = None,
-    netns_setup: str | None = None,
-    extra_env: Mapping[str, str] | None = None,
-    timeout: float = 300,
-) -> ClaudeRun:
-    """Run the real Claude Code with `awsCredentialExport` = `helper_cmd`.
-
-    `pass_env`: variables (name -> value) handed into Claude's environment (PASS_ENV).
-    `extra_env`: harness knobs (EXPECT_AKID, FAIL_FIRST, AUTH_REFRESH_CMD, ...).
-    """
-    problem = harness_problem()
-    if problem:
-        unavailable(problem)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "CREDHELPER_")) and k not in _HARNESS_KNOBS
-    }
-    env.update(HELPER_CMD=helper_cmd, KEEP_WORKDIR="1", CC_PREFIX=cc_prefix())
-    if pass_env:
-        env.update(pass_env)
-        env["PASS_ENV"] = " ".join(pass_env)
-    if netns_setup:
-        env["NETNS_SETUP"] = netns_setup
-    env.update(extra_env or {})
-    proc = subprocess.Popen(
-        ["bash", str(HARNESS)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"run.sh timed out after {timeout}s\n{stdout}\n{stderr[-3000:]}")
-    run = ClaudeRun(proc.returncode, stdout, stderr)
-    if "harness error: npm install failed" in stdout:
-        unavailable(f"could not install Claude Code under {cc_prefix()}: {stderr[-500:]}")
-    return run
-
-
 class ClaudeCode:
-    """What the `claude_code` fixture returns: call it like `run_claude`."""
+    """What the `claude_code` fixture returns: `claude_code(helper_cmd, ...) -> ClaudeRun`.
 
-    def __init__(self) -> None:
+    Each run's work dir is under the test's tmp_path. Keyword arguments are
+    claude_harness.run's (settings=, wrap_helpers=, command=, expect_akid=,
+    fail_first=, ...); `extra_env` takes the same knobs by their old variable
+    names (EXPECT_AKID, EXPECT_TEXT, FAIL_FIRST, TOOL_SLEEP, AUTH_REFRESH_CMD,
+    PROMPT, CC_TIMEOUT, ENV_MODE, EXTRA_CLAUDE_ARGS).
+    """
+
+    _KNOBS: Mapping[str, tuple[str, Any]] = {
+        "EXPECT_AKID": ("expect_akid", str), "EXPECT_TEXT": ("expect_text", str),
+        "FAIL_FIRST": ("fail_first", int), "TOOL_SLEEP": ("tool_sleep", int),
+        "AUTH_REFRESH_CMD": ("refresh_cmd", str), "PROMPT": ("prompt", str),
+        "CC_TIMEOUT": ("cc_timeout", float), "ENV_MODE": ("env_mode", str),
+        "EXTRA_CLAUDE_ARGS": ("extra_args", shlex.split),
+    }
+
+    def __init__(self, workdirs: Path) -> None:
+        self.workdirs = workdirs
         self.runs: list[ClaudeRun] = []
 
     def __call__(
         self,
-        helper_cmd: str,
+        helper_cmd: str | None = None,
         *,
         pass_env: Mapping[str, str] | None = None,
         netns_setup: str | None = None,
         extra_env: Mapping[str, str] | None = None,
-        timeout: float = 300,
+        timeout: float | None = None,
+        **knobs: Any,
     ) -> ClaudeRun:
-        run = run_claude(
-            helper_cmd,
-            pass_env=pass_env,
-            netns_setup=netns_setup,
-            extra_env=extra_env,
-            timeout=timeout,
-        )
+        for name, value in (extra_env or {}).items():
+            if name not in self._KNOBS:
+                raise ValueError(f"unknown harness knob {name}: one of {sorted(self._KNOBS)}")
+            key, convert = self._KNOBS[name]
+            knobs[key] = convert(value)
+        try:
+            run = claude_harness.run(helper_cmd, pass_env=pass_env, netns_setup=netns_setup,
+                                     timeout=timeout, parent=self.workdirs, **knobs)
+        except claude_harness.HarnessUnavailable as exc:
+            unavailable(str(exc))
         self.runs.append(run)
         return run
 
 
 @pytest.fixture
-def claude_code(request: pytest.FixtureRequest) -> Iterator[ClaudeCode]:
-    """`claude_code(helper_cmd, ...) -> ClaudeRun`; work dirs are removed if the test passes."""
-    problem = harness_problem()
+def claude_code(tmp_path: Path) -> ClaudeCode:
+    """`claude_code(helper_cmd, ...) -> ClaudeRun` (tests/claude_harness), else skip
+    (fail under CI=true)."""
+    problem = claude_harness.problem()
     if problem:
         unavailable(problem)
-    cc = ClaudeCode()
-    yield cc
-    reports = request.node.stash.get(_REPORTS, {})
-    if all(r.passed for r in reports.values()) and "call" in reports:
-        for run in cc.runs:
-            if run.workdir and run.workdir.startswith(cc_prefix()):
-                shutil.rmtree(run.workdir, ignore_errors=True)
+    workdirs = tmp_path / "claude"
+    workdirs.mkdir()
+    return ClaudeCode(workdirs)
 
 
 class NetnsMoto:
@@ -766,7 +612,7 @@ class NetnsMoto:
     @staticmethod
     def recording(run: ClaudeRun) -> MotoRecording:
         if not run.workdir:
-            raise AssertionError(f"run.sh printed no workdir\n{run.report()}")
+            raise AssertionError(f"the harness made no work dir\n{run.report()}")
         return MotoRecording(run.workdir)
 
 
