@@ -153,6 +153,8 @@ def _single_instance(sock_path: str) -> int:
 
 
 def run() -> int:
+    from credhelper.daemon.hardening import make_undumpable
+    make_undumpable()  # first: no core dump, no /proc/PID/mem for the secrets to come
     from apscheduler.schedulers.background import BackgroundScheduler
 
     logs.configure()
