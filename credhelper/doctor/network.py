@@ -4,6 +4,7 @@ deadline, over clients with one attempt and short timeouts: doctor never hangs."
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
+from credhelper.claude_settings import BEARER
 from credhelper.doctor import Result, State
 from credhelper.errors import (
     EXIT_BUG,
@@ -111,7 +113,8 @@ def credentials(state: State) -> Result:
 def _credential_failure(state: State, exc: CredhelperError) -> Result:
     name, p, code = "credentials", state.profile, _code(exc.message)
     keys = _keys_profile(state)
-    replace = f"store working keys with credhelper keys add --profile {keys}"
+    replace = (f"replace the keys of profile {keys} (in the AWS credentials file, or with "
+               f"credhelper keys add --profile {keys})")
     if code in ("InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId"):
         return Result(name, False, f"AWS does not know the access key of profile {keys} ({code})",
                       replace, exc.exit_code)
@@ -133,7 +136,9 @@ def _aws_failure(name: str, service: str, exc: BaseException, endpoint: str) -> 
         return str(exc.response.get("Error", {}).get("Code", "Unknown")), endpoint
     if isinstance(exc, Timeout | botocore.exceptions.ReadTimeoutError):
         return "timeout", endpoint
-    return "unreachable", endpoint
+    if isinstance(exc, _NETWORK_ERRORS):
+        return "unreachable", endpoint
+    return type(exc).__name__, endpoint
 
 
 def sts(state: State) -> Result:
@@ -162,6 +167,17 @@ def bedrock(state: State) -> Result:
     name = "bedrock"
     if state.creds is None or state.region is None:
         return Result(name, None, "Bedrock: skipped (needs credentials and a region)")
+    # botocore would sign with this key instead: the check is about credhelper's credentials
+    bearer = os.environ.pop(BEARER, None)
+    try:
+        return _bedrock(state)
+    finally:
+        if bearer is not None:
+            os.environ[BEARER] = bearer
+
+
+def _bedrock(state: State) -> Result:
+    name = "bedrock"
     try:
         client = _clients(state).client("bedrock", state.profile, state.creds, region=state.region)
     except botocore.exceptions.BotoCoreError as exc:
