@@ -41,10 +41,19 @@ def _read_keys() -> tuple[str, str]:
 def add(profile: str) -> None:
     """Store keys read from stdin (two lines) or a hidden prompt."""
     from credhelper import settings as settings_mod
+    from credhelper.config import AwsConfig
     from credhelper.store import item, open_store
 
     akid, secret = _read_keys()
     store = open_store(settings_mod.load())
+    config = AwsConfig.load()
+    if config.profile(profile) is None:
+        from credhelper.claude_settings import suggest
+
+        click.echo(
+            f"credhelper: warning: profile {profile} is not in the AWS config"
+            f"{suggest(profile, sorted(config.profiles))}: credhelper export --profile {profile} "
+            "works, but the AWS CLI and Claude Code's AWS tools will not know it", err=True)
     store.set(item("keys", profile), json.dumps({"AccessKeyId": akid, "SecretAccessKey": secret}))
     store.delete(item("creds", profile))
     click.echo(f"stored keys {akid} for profile {profile} in {store.description}", err=True)
@@ -57,10 +66,19 @@ def add(profile: str) -> None:
 @click.option("--profile", "-p", required=True)
 def remove(profile: str) -> None:
     """Delete a profile's stored keys and cached credentials."""
+    from credhelper import client
     from credhelper import settings as settings_mod
     from credhelper.store import item, open_store
 
     store = open_store(settings_mod.load())
+    had_keys = store.get(item("keys", profile)) is not None
     store.delete(item("keys", profile))
     store.delete(item("creds", profile))
-    click.echo(f"removed keys of profile {profile}", err=True)
+    # the daemon holds credentials minted from these keys in memory: drop them too
+    told = client.forget(profile)
+    if not had_keys:
+        click.echo(f"no stored keys for profile {profile}: nothing to remove", err=True)
+        return
+    daemon = " and from the daemon" if told else ""
+    click.echo(f"removed the keys of profile {profile} and the credentials minted from them "
+               f"from {store.description}{daemon}", err=True)

@@ -34,6 +34,11 @@ def open_browser(url: str) -> bool:
         return False
 
 
+def _ask(text: str) -> str:
+    # click.prompt adds its own ": " suffix
+    return str(click.prompt(text.rstrip().rstrip(":"), hide_input=False))
+
+
 def _broker() -> Broker:
     from credhelper import settings as settings_mod
     from credhelper.broker import Broker
@@ -58,7 +63,7 @@ def login(profile: str | None, device_code: bool, no_browser: bool, timeout: flo
     name = resolve_profile(profile)
     broker = _broker()
     usable = browser_usable(os.environ) and not no_browser
-    ask = (lambda text: str(click.prompt(text, hide_input=False))) if sys.stdin.isatty() else None
+    ask = _ask if sys.stdin.isatty() else None
     message = do_login(
         broker, name, out=sys.stdout, open_url=open_browser if usable else None,
         device=device_code or not usable, timeout=timeout, ask_code=ask,
@@ -77,11 +82,32 @@ def logout(profile: str | None, all_profiles: bool) -> None:
     from credhelper.cli import resolve_profile
     from credhelper.login.logout import logout as do_logout
 
-    broker = _broker()
     if all_profiles and profile:
         raise click.UsageError("give --profile or --all, not both")
+    broker = _broker()
     names = list(broker.config.profiles) if all_profiles else [resolve_profile(profile)]
-    for line in do_logout(broker, names):
-        click.echo(line)
+    if not all_profiles:
+        _known(broker, names[0])
+    lines = do_logout(broker, names)
     for name in names:
         client.forget(name)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        what = "any profile" if all_profiles else f"profile {names[0]}"
+        click.echo(f"nothing to sign out of or wipe for {what}")
+
+
+def _known(broker: Broker, name: str) -> None:
+    """ConfigError (exit 3) for a profile neither the AWS config nor the store knows."""
+    from credhelper.claude_settings import suggest
+    from credhelper.errors import ConfigError
+    from credhelper.store import item
+
+    if broker.config.profile(name) is not None:
+        return
+    if any(broker.store.get(item(kind, name)) is not None for kind in ("keys", "creds")):
+        return
+    where = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    raise ConfigError(f"unknown profile {name} in {where}"
+                      f"{suggest(name, sorted(broker.config.profiles))}: check the name")

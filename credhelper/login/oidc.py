@@ -33,6 +33,7 @@ from credhelper.store import item
 
 CLIENT_NAME = "credhelper"
 PROGRESS_EVERY = 15.0
+CANCEL = "press Ctrl-C to cancel"
 
 
 class Flow:
@@ -94,6 +95,8 @@ class DeviceFlow(Flow):
             self.say("(opened in your browser)")
         interval = float(start.get("interval") or 5)
         expires = time.monotonic() + float(start.get("expiresIn") or 600)
+        self.say(f"waiting up to {int(min(self.left(), expires - time.monotonic()))} s for "
+                 f"approval ({CANCEL})")
         last_note = time.monotonic()
         while True:
             wait = min(interval, self.left(), expires - time.monotonic())
@@ -121,7 +124,7 @@ class DeviceFlow(Flow):
                     with upstream("CreateToken", self.profile):
                         raise
             if time.monotonic() - last_note >= PROGRESS_EVERY:
-                self.say(f"waiting for approval… ({int(self.left())} s left)")
+                self.say(f"waiting for approval… ({int(self.left())} s left; {CANCEL})")
                 last_note = time.monotonic()
 
 
@@ -182,10 +185,11 @@ class PkceFlow(Flow):
             self.say(f"  {url}")
             if self.open_url is not None and self.open_url(url):
                 self.say("(opened in your browser)")
+            self.say(f"waiting up to {int(max(self.left(), 0))} s for the browser ({CANCEL})")
             while not server.done.wait(min(PROGRESS_EVERY, max(self.left(), 0))):
                 if self.left() <= 0:
                     raise self.failed("was not completed in time")
-                self.say(f"waiting for the browser… ({int(self.left())} s left)")
+                self.say(f"waiting for the browser… ({int(self.left())} s left; {CANCEL})")
             params = server.result
         finally:
             server.shutdown()
