@@ -156,6 +156,20 @@ def source_hash(root: Path, files: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def _prune(keep: Path, max_age: float = 86400) -> None:
+    """Remove the venvs of other source trees unused for a day (not being built)."""
+    for other in keep.parent.glob("credhelper-service-venv-*"):
+        if other == keep or not other.is_dir() or time.time() - other.stat().st_mtime < max_age:
+            continue
+        with open(f"{other}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(other, ignore_errors=True)
+        Path(f"{other}.lock").unlink(missing_ok=True)
+
+
 def service_venv(root: Path, timeout: float = 600) -> Path:
     """A venv of /usr/bin/python3 with this source tree installed (not
     editable), readable by everyone; built once per source tree hash."""
@@ -163,6 +177,7 @@ def service_venv(root: Path, timeout: float = 600) -> Path:
         raise Unavailable(f"{SYSTEM_PYTHON} is missing: the test user needs a Python it can read")
     files = _source_files(root)
     venv = Path(tempfile.gettempdir()) / f"credhelper-service-venv-{source_hash(root, files)}"
+    _prune(venv)
     done = venv / ".complete"
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building it

@@ -224,6 +224,11 @@ def test_the_whole_lifecycle_through_service_install(svc: Service) -> None:
     pid = int(p["MainPID"])
     started = svc.wait_event("started", 0, pid=pid)
     assert started["socket"] == str(svc.socket)
+    environ = dict(
+        kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv
+    )
+    assert environ["PATH"] == path and environ["CREDHELPER_CONFIG"] == str(svc.settings_file)
+    assert "CREDHELPER_SOCKET" not in environ
 
     # ---- an export answered by the service's daemon
     mark = svc.log_size()
@@ -282,13 +287,14 @@ def test_the_whole_lifecycle_through_service_install(svc: Service) -> None:
     assert f"daemon: answering on {svc.socket} (pid {new_pid}," in proc.stdout
 
     # ---- uninstall: stopped, disabled, unit file gone
+    mark = svc.log_size()
     proc = svc.run("service", "uninstall")
     assert proc.returncode == 0, proc.stderr
     assert f"removed {svc.unit_file}" in proc.stdout
     assert not svc.unit_file.exists()
     p = svc.props("ActiveState", "LoadState", "MainPID")
     assert p["ActiveState"] == "inactive" and p["MainPID"] == "0", p
-    assert svc.wait_event("stopped", mark)
+    svc.wait_event("stopped", mark)  # SIGTERM: a clean stop
     wait_for("the daemon process to be gone", lambda: new_pid not in svc.m.pids(), timeout=10)
     proc = svc.run("service", "status")
     assert proc.returncode == EXIT_CONFIG and proc.stdout == ""

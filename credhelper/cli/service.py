@@ -17,7 +17,12 @@ def service() -> None:
 @service.command()
 @_DRY_RUN
 def install(dry_run: bool) -> None:
-    """Write the unit/plist for this installation and enable it (starts the daemon)."""
+    """Write the unit/plist for this installation and enable it (starts the daemon).
+
+    The service keeps from this shell only CREDHELPER_CONFIG, AWS_CONFIG_FILE and
+    AWS_SHARED_CREDENTIALS_FILE, and gets a PATH of the standard directories plus
+    those of your profiles' credential_process programs (printed on stderr).
+    Refuses when another daemon (e.g. brew services) would compete for the socket."""
     from credhelper import service as lib
 
     plan = lib.install(dry_run=dry_run)
