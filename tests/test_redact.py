@@ -36,7 +36,9 @@ def akid() -> str:
 
 
 def jwt() -> str:
-    part = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")  # noqa: E731
+    def part(claims: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+
     sig = base64.urlsafe_b64encode(rnd.token_bytes(32)).decode().rstrip("=")
     return f"{part({'alg': 'RS256', 'kid': rnd.token_hex(8)})}.{part({'sub': rnd.token_hex(12)})}.{sig}"
 
