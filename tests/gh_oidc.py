@@ -4,6 +4,7 @@
   (`GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD`, `Authorization: bearer
   $ACTIONS_ID_TOKEN_REQUEST_TOKEN` → `{"value": "<JWT>"}`). It checks the bearer
   request token and records the audience asked for; a wrong token gets 401.
+- `parse_github_env`: $GITHUB_ENV as the runner reads it.
 - `StsErrors`: an STS endpoint that answers every call with one AWS error
   (AccessDenied, InvalidIdentityToken…), which moto never does, and records
   the request bodies.
@@ -175,3 +176,26 @@ class _StsHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def parse_github_env(text: str) -> dict[str, str]:
+    """$GITHUB_ENV as the runner reads it: `NAME=value` and `NAME<<DELIM` blocks."""
+    out: dict[str, str] = {}
+    lines = iter(text.split("\n"))
+    for line in lines:
+        if not line:
+            continue
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            value: list[str] = []
+            for body in lines:
+                if body == delim:
+                    break
+                value.append(body)
+            else:
+                raise AssertionError(f"unterminated {name}<<{delim}")
+            out[name] = "\n".join(value)
+        else:
+            name, _, val = line.partition("=")
+            out[name] = val
+    return out

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 import boto3
 import pytest
 from daemon_helpers import find_leaks, parse_export
-from gh_oidc import SUB, StsErrors, TokenEndpoint, make_jwt
+from gh_oidc import SUB, StsErrors, TokenEndpoint, make_jwt, parse_github_env
 
 from credhelper.mint.output import github_env_block, masks
 from credhelper.mint.session import MAX_LEN, default_name, sanitize
@@ -43,29 +43,6 @@ ENV_NAMES = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
     "AWS_DEFAULT_REGION", "AWS_CREDENTIAL_EXPIRATION",
 )
-
-
-def parse_github_env(text: str) -> dict[str, str]:
-    """$GITHUB_ENV as the runner reads it: `NAME=value` and `NAME<<DELIM` blocks."""
-    out: dict[str, str] = {}
-    lines = iter(text.split("\n"))
-    for line in lines:
-        if not line:
-            continue
-        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
-            name, delim = line.split("<<", 1)
-            value: list[str] = []
-            for body in lines:
-                if body == delim:
-                    break
-                value.append(body)
-            else:
-                raise AssertionError(f"unterminated {name}<<{delim}")
-            out[name] = "\n".join(value)
-        else:
-            name, _, val = line.partition("=")
-            out[name] = val
-    return out
 
 
 # ------------------------------------------------------------------ the pieces
