@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from credhelper.errors import ConfigError, LoginRequired
@@ -11,6 +12,8 @@ from credhelper.sources.env import env_keys
 from credhelper.sources.session_token import from_sts, mfa_session, static_keys
 
 NAME = "assume-role"
+#: what STS accepts as RoleArn (botocore would only say "Invalid length for parameter")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 SUPPORTED_CREDENTIAL_SOURCES = ("Environment",)
 
 
@@ -53,6 +56,12 @@ class AssumeRoleSource:
                     f"profile {src} is its own source_profile but has no keys: "
                     f"store them with credhelper keys add --profile {src}"
                 )
+        if self.ctx.config.profile(src) is None:
+            raise ConfigError(
+                f"profile {self.profile} in {self.ctx.config_file_hint()} has source_profile = "
+                f"{src}, which is not defined there: add [profile {src}], fix source_profile, "
+                f"or store keys with credhelper keys add --profile {src}"
+            )
         # A role, SSO, process… profile: its credentials, cached like any other.
         return self.ctx.credentials_of(src, (*self.ctx.chain, self.profile))
 
@@ -110,5 +119,10 @@ def from_profile(profile: str, ctx: Context) -> AssumeRoleSource | None:
         raise ConfigError(
             f"credential_source = {cs} in profile {profile} is not supported: "
             "use Environment or a source_profile"
+        )
+    if not _ROLE_ARN.match(role_arn):
+        raise ConfigError(
+            f"role_arn of profile {profile} in {ctx.config_file_hint()} is not a role ARN "
+            f"({role_arn!r}): write it as arn:aws:iam::ACCOUNT_ID:role/ROLE_NAME"
         )
     return AssumeRoleSource(profile, role_arn, src, cs, ctx)
