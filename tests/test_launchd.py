@@ -106,7 +106,7 @@ def test_rendered_plist_parses_and_passes_the_key_table(tmp_path: Path) -> None:
     assert doc["Label"] == service.LABEL == "com.github.credhelper.daemon"
     assert doc["ProgramArguments"] == [CREDHELPER, "daemon"]
     assert doc["RunAtLoad"] is True
-    assert doc["KeepAlive"] == {"SuccessfulExit": False}
+    assert doc["KeepAlive"] == {"Crashed": True}  # not on exit 2 or 3: no loop
     assert doc["StandardErrorPath"] == f"{tmp_path}/home/Library/Logs/credhelper.log"
     assert doc["EnvironmentVariables"] == {
         "PATH": LAUNCHD_PATH,  # not this shell's PATH, and no CREDHELPER_SOCKET
@@ -130,7 +130,7 @@ def test_rendered_plist_parses_and_passes_the_key_table(tmp_path: Path) -> None:
         (("<key>RunAtLoad</key>", "<key>RunAtLaod</key>"), "unknown key RunAtLaod"),
         ((f"<string>{CREDHELPER}</string>", "<string>bin/credhelper</string>"), "not an absolute"),
         (("<string>Interactive</string>", "<string>Urgent</string>"), "ProcessType"),
-        (("<key>SuccessfulExit</key>", "<key>SucessfulExit</key>"), "KeepAlive.SucessfulExit"),
+        (("<key>Crashed</key>", "<key>Crashd</key>"), "KeepAlive.Crashd"),
     ],
 )
 def test_broken_plist_fails_the_key_table(tmp_path: Path, change: tuple[str, str], expect: str) -> None:
