@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +27,7 @@ from urllib.parse import parse_qs
 
 import boto3
 import pytest
+import yaml
 from daemon_helpers import find_leaks, parse_export
 from gh_oidc import SUB, StsErrors, TokenEndpoint, make_jwt, parse_github_env
 
@@ -482,3 +485,46 @@ def test_credhelper_store_overrides_the_file_and_is_checked(aws_env: AwsEnv) -> 
     assert ok.returncode == 0, ok.stderr
     line = assert_failed(aws_env.run("export", "--profile", "ci", env={**env, "CREDHELPER_STORE": "disk"}), 3)
     assert "CREDHELPER_STORE" in line and "memory" in line
+
+
+# ------------------------------------------------------------------ the documented snippets
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "ci.md"
+ACTION_README = Path(__file__).resolve().parent.parent / "packaging" / "github-action" / "README.md"
+
+
+def _blocks(path: Path, lang: str) -> list[str]:
+    """Fenced blocks of `lang`, also those indented under a list item."""
+    found = re.findall(rf"^( *)```{lang}\n(.*?)^\1```", path.read_text(), flags=re.S | re.M)
+    return [textwrap.dedent(body) for _, body in found]
+
+
+def test_documented_policies_are_json() -> None:
+    docs = [*_blocks(DOCS, "json"), *_blocks(ACTION_README, "json")]
+    assert len(docs) == 3  # the GitLab trust policy; the GitHub trust and Bedrock policies
+    for doc in docs:
+        assert json.loads(doc)["Version"] == "2012-10-17"
+
+
+def test_documented_gitlab_job_works(job: MintEnv) -> None:
+    """The .gitlab-ci.yml snippet in docs/ci.md, run as GitLab would run its script."""
+    [snippet] = [b for b in _blocks(DOCS, "yaml") if "id_tokens:" in b]
+    [spec] = yaml.safe_load(snippet).values()
+    assert spec["id_tokens"] == {"AWS_ID_TOKEN": {"aud": "sts.amazonaws.com"}}
+    [line] = [ln for ln in spec["script"] if "credhelper mint" in ln]
+    id_token = make_jwt({"iss": "https://gitlab.com", "aud": "sts.amazonaws.com",
+                         "sub": "project_path:group/project:ref_type:branch:ref:main"})
+    env = {**job.env, **spec["variables"], "AWS_ID_TOKEN": id_token,
+           "CI_PROJECT_PATH": "group/project", "CI_PIPELINE_ID": "99"}
+    shell = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", f'{line}\nprintf "%s\\n" "$AWS_ACCESS_KEY_ID" "$AWS_REGION"'],
+        env=env, capture_output=True, text=True, timeout=60, cwd=job.root,
+    )
+    assert shell.returncode == 0, shell.stderr
+    akid, region = shell.stdout.split()
+    assert region == spec["variables"]["AWS_REGION"]
+    assert akid in job.moto.access_key_ids_issued("AssumeRoleWithWebIdentity")
+    [body] = job.sts_bodies("AssumeRoleWithWebIdentity")
+    assert body["RoleArn"] == [spec["variables"]["ROLE_ARN"]] and body["WebIdentityToken"] == [id_token]
+    assert body["RoleSessionName"] == ["group_project-99"]
+    assert_quiet(shell, id_token)
