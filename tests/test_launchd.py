@@ -84,7 +84,8 @@ def lint_plist(data: bytes) -> list[str]:
     if doc.get("ProcessType", "Standard") not in ("Background", "Standard", "Adaptive", "Interactive"):
         problems.append(f"ProcessType {doc['ProcessType']!r} is not a launchd process type")
     for key in ("SoftResourceLimits", "HardResourceLimits"):
-        for k, v in (doc.get(key) if isinstance(doc.get(key), dict) else {}).items():
+        limits = doc.get(key)
+        for k, v in (limits if isinstance(limits, dict) else {}).items():
             if k not in RESOURCE_LIMIT_KEYS or not isinstance(v, int) or isinstance(v, bool):
                 problems.append(f"{key}.{k} is unknown or not an integer")
     env = doc.get("EnvironmentVariables", {})
@@ -131,6 +132,8 @@ def test_rendered_plist_parses_and_passes_the_key_table(tmp_path: Path) -> None:
         ((f"<string>{CREDHELPER}</string>", "<string>bin/credhelper</string>"), "not an absolute"),
         (("<string>Interactive</string>", "<string>Urgent</string>"), "ProcessType"),
         (("<key>Crashed</key>", "<key>Crashd</key>"), "KeepAlive.Crashd"),
+        (("<key>Core</key>\n\t\t<integer>0</integer>", "<key>Core</key>\n\t\t<string>0</string>"),
+         "SoftResourceLimits.Core is unknown or not an integer"),
     ],
 )
 def test_broken_plist_fails_the_key_table(tmp_path: Path, change: tuple[str, str], expect: str) -> None:
