@@ -53,15 +53,26 @@ _TYPES: dict[str, type] = {
 
 
 def load(path: str | None = None) -> Settings:
+    """The settings file's values; `CREDHELPER_STORE` overrides its `store`
+    (CI jobs without a keyring: `CREDHELPER_STORE=memory`)."""
+    import dataclasses
+
     path = path or paths.config_path()
+    store = os.environ.get("CREDHELPER_STORE", "")
+    if store and store not in STORES:
+        raise ConfigError(
+            f"CREDHELPER_STORE={store!r} is not a store: set it to one of {', '.join(STORES)}, or unset it"
+        )
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        return Settings(path=path)
+        settings = Settings(path=path)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read settings file {path}: {exc}: fix or remove it") from exc
-    return parse(data, path)
+    else:
+        settings = parse(data, path)
+    return dataclasses.replace(settings, store=store) if store else settings
 
 
 def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:

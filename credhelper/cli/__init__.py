@@ -27,7 +27,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import daemon, doctor, export, keys, login, service, setup, status
+    from credhelper.cli import daemon, doctor, export, keys, login, mint, service, setup, status
 
     main.add_command(export.export)
     main.add_command(keys.keys)
@@ -38,6 +38,7 @@ def _register() -> None:
     main.add_command(service.service)
     main.add_command(setup.setup)
     main.add_command(doctor.doctor)
+    main.add_command(mint.mint)
 
 
 _register()

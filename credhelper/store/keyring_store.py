@@ -52,7 +52,10 @@ _FILE_STORE = 'set store = "encrypted-file" with key_file in the credhelper sett
 
 
 def _remedy() -> str:
-    return f"{_REMEDY.get(sys.platform, _LINUX_REMEDY)}, or {_FILE_STORE}"
+    import os
+
+    ci = "in CI set CREDHELPER_STORE=memory (no keyring needed); else " if os.environ.get("CI") else ""
+    return f"{ci}{_REMEDY.get(sys.platform, _LINUX_REMEDY)}, or {_FILE_STORE}"
 
 
 def qualified_name(obj: object) -> str:
