@@ -156,8 +156,9 @@ def source_hash(root: Path, files: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _prune(keep: Path, max_age: float = 86400) -> None:
-    """Remove the venvs of other source trees unused for a day (not being built)."""
+def _prune(keep: Path, max_age: float = 3600) -> None:
+    """Remove the venvs of other source trees unused for an hour (not being built):
+    about 100 MB each, and a checkout being edited makes a new one per change."""
     for other in keep.parent.glob("credhelper-service-venv-*"):
         if other == keep or not other.is_dir() or time.time() - other.stat().st_mtime < max_age:
             continue
@@ -182,6 +183,7 @@ def service_venv(root: Path, timeout: float = 600) -> Path:
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building it
         if done.exists():
+            os.utime(venv)  # in use: not pruned
             return venv
         shutil.rmtree(venv, ignore_errors=True)  # a half-built one
         deadline = time.monotonic() + timeout
