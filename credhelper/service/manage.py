@@ -134,7 +134,7 @@ def _run(cmd: Command, runner: Runner, remedy: str) -> subprocess.CompletedProce
         if proc.returncode == 0 or cmd.may_fail:
             return proc
     assert proc is not None
-    if cmd.argv[0] == "systemctl" and systemd.no_session(proc):
+    if cmd.argv[0] == "systemctl" and systemd.no_session((proc.stderr or "") + (proc.stdout or "")):
         raise _NoManager(f"{what} failed: {first_line(proc)}")
     raise ConfigError(f"{what} failed: {first_line(proc)}: {remedy}")
 
@@ -285,9 +285,7 @@ class Status:
             first = active[0] if active else next((ln.strip() for ln in self.output.splitlines()
                                                    if ln.strip()), "")
             said += f" ({first})" if first else ""
-        no_manager = self.returncode is None or systemd.no_session(
-            subprocess.CompletedProcess(self.command.argv, self.returncode, self.output, "")
-        )
+        no_manager = self.returncode is None or systemd.no_session(self.output)
         if not self.installed:
             fix = "run credhelper service install"
         elif self.kind == SYSTEMD and no_manager:

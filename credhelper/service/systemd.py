@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,9 +49,9 @@ def status_command() -> Command:
     return systemctl("status", "--no-pager", UNIT)
 
 
-def no_session(proc: subprocess.CompletedProcess[str]) -> bool:
-    out = (proc.stderr or "") + (proc.stdout or "")
-    return any(s in out for s in NO_SESSION)
+def no_session(output: str) -> bool:
+    """Whether systemctl's output says there is no user manager to talk to."""
+    return any(s in output for s in NO_SESSION)
 
 
 def brew_service_file(env: Mapping[str, str]) -> Path:
