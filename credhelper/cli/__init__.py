@@ -38,6 +38,9 @@ def _register() -> None:
     main.add_command(service.service)
     main.add_command(setup.setup)
     main.add_command(doctor.doctor)
+    from credhelper.cli import sso
+
+    main.add_command(sso.sso)
     main.add_command(mint.mint)
 
 
