@@ -18,7 +18,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
 from credhelper.deadline import Deadline, DeadlineExceeded
-from credhelper.errors import UpstreamError
+from credhelper.errors import ConfigError, UpstreamError
 from credhelper.sources.base import scrub
 
 URL_VAR = "ACTIONS_ID_TOKEN_REQUEST_URL"
@@ -27,6 +27,7 @@ DEFAULT_AUDIENCE = "sts.amazonaws.com"
 ATTEMPTS = 3
 _MAX_BODY = 64 * 1024
 PERMISSION_FIX = "give the job `permissions: id-token: write`"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class _Retry(Exception):
@@ -73,8 +74,15 @@ def fetch_id_token(
 ) -> str:
     """The ID token for `audience`; retries 5xx/429/network failures with
     backoff, all within `deadline`."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    # the request token is a secret: only https, or plain http on this machine (tests, proxies)
+    if not (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK)) or not host:
+        raise ConfigError(
+            f"{URL_VAR} is not an https URL (scheme {parts.scheme or 'none'!r}): "
+            "leave it as the runner sets it"
+        )
     url = request_url(base_url, audience)
-    host = urlsplit(base_url).netloc or "?"
     delay, last = 0.5, ""
     for attempt in range(ATTEMPTS):
         try:

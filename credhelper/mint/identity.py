@@ -23,6 +23,7 @@ from credhelper.deadline import Deadline, DeadlineExceeded
 from credhelper.errors import ConfigError, UpstreamError, UsageError
 from credhelper.mint import github
 from credhelper.model import Credentials
+from credhelper.sources.base import scrub
 
 KINDS = ("auto", "github", "env", "file", "ambient")
 DEFAULT_TOKEN_ENVS = ("AWS_ID_TOKEN", "GITLAB_OIDC_TOKEN")
@@ -107,7 +108,9 @@ def _ambient(deadline: Deadline) -> Identity | None:
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigError(f"ambient AWS credentials: {exc}: fix or unset AWS_PROFILE") from None
     except botocore.exceptions.BotoCoreError as exc:
-        raise UpstreamError(f"ambient AWS credentials could not be loaded: {exc}: fix them") from None
+        raise UpstreamError(
+            f"ambient AWS credentials could not be loaded: {scrub(str(exc))}: fix them"
+        ) from None
     if got is None:
         return None
     frozen, method = got

@@ -18,7 +18,7 @@ from credhelper.errors import ConfigError, UpstreamError
 from credhelper.mint.claims import claims, presented
 from credhelper.mint.identity import ROLE_METHODS, Identity
 from credhelper.model import Credentials
-from credhelper.sources.base import ClientFactory, upstream
+from credhelper.sources.base import ClientFactory, scrub, upstream
 from credhelper.sources.session_token import from_sts
 
 #: STS caps a session minted by a role session (role chaining) at one hour
@@ -61,14 +61,19 @@ def _call(
     action: str, req: RoleRequest, fn: Callable[[], Any], deadline: Deadline, *,
     secrets: tuple[str, ...], hints: dict[str, str], remedy: str = "",
 ) -> Any:
-    code: list[str] = []
+    """`fn()` within the deadline; an AWS error with a hint becomes one line
+    ending with that hint (the fix is in IAM), any other through `upstream()`."""
 
     def attempt() -> Any:
         try:
             return fn()
         except botocore.exceptions.ClientError as exc:
-            code.append(str(exc.response.get("Error", {}).get("Code", "")))
-            raise
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            if code not in hints:
+                raise
+            text = scrub(str(err.get("Message", "")), secrets)
+            raise UpstreamError(f"{action} of {req.role_arn} failed: {code}: {text}: {hints[code]}") from None
 
     try:
         with upstream(action, req.role_arn, remedy=remedy, secrets=secrets):
@@ -77,11 +82,6 @@ def _call(
         raise UpstreamError(
             f"{exc}: check the network and AWS_ENDPOINT_URL_STS, or raise --timeout"
         ) from None
-    except UpstreamError as exc:
-        hint = hints.get(code[0]) if code else None
-        if hint:
-            raise UpstreamError(f"{exc.message}; {hint}") from None
-        raise
 
 
 def with_web_identity(identity: Identity, req: RoleRequest, deadline: Deadline) -> Credentials:
@@ -91,13 +91,13 @@ def with_web_identity(identity: Identity, req: RoleRequest, deadline: Deadline) 
     issuer = seen.get("iss", "the token's issuer")
     hints = {
         "AccessDenied": (
-            f"the token from {identity.where} presented {shown}: allow that sub and aud in "
-            f"the trust policy of {req.role_arn}"
+            f"the role's trust policy does not accept the token from {identity.where}, which "
+            f"presented {shown}: allow that sub and aud in the trust policy of {req.role_arn}"
         ),
         "InvalidIdentityToken": (
-            f"the token from {identity.where} presented {shown}: create an IAM OIDC identity "
-            f"provider for {issuer} in the role's account, with the token's aud as a client ID "
-            "(or pass --audience to match the provider)"
+            f"the token from {identity.where} ({shown}) is not trusted by the role's account: "
+            f"create an IAM OIDC identity provider for {issuer} there with the token's aud as a "
+            "client ID, or pass --audience to match the provider's"
         ),
     }
     sts = clients(deadline).client("sts", None, None, req.region)
