@@ -224,9 +224,9 @@ def test_gitlab_variable_env_format(job: MintEnv) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     # what `eval "$(credhelper mint … --format env)"` sets
-    shell = subprocess.run(
-        ["bash", "-c", 'eval "$1"; printf "%s\\n" "$AWS_REGION" "$AWS_DEFAULT_REGION"', "_", proc.stdout],
-        capture_output=True, text=True, check=True,
+    shell = subprocess.run(  # the output on stdin: never in argv
+        ["bash", "-c", 'eval "$(cat)"; printf "%s\\n" "$AWS_REGION" "$AWS_DEFAULT_REGION"'],
+        input=proc.stdout, capture_output=True, text=True, check=True,
     )
     assert shell.stdout.split() == ["us-west-2", "us-west-2"]
     creds = parse_export("".join(ln + "\n" for ln in proc.stdout.splitlines() if "REGION" not in ln), "env")
