@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,10 +138,13 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 
 class StsErrors:
-    """An STS endpoint answering every request with `code` (HTTP `status`)."""
+    """An STS endpoint answering with `code` (HTTP `status`): every request, or
+    the first `times` ones, passing the rest on to `forward` (moto)."""
 
-    def __init__(self, code: str, status: int, message: str) -> None:
+    def __init__(self, code: str, status: int, message: str, *, times: int | None = None,
+                 forward: str | None = None) -> None:
         self.code, self.status, self.message = code, status, message
+        self.times, self.forward = times, forward
         self.port = 0
         self.bodies: list[dict[str, list[str]]] = []
         self._ctx: Any = None
@@ -165,10 +169,15 @@ class _StsHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         sts: StsErrors = self.server.owner  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
-        sts.bodies.append(parse_qs(self.rfile.read(length).decode()))
+        raw = self.rfile.read(length)
+        sts.bodies.append(parse_qs(raw.decode()))
+        if sts.times is not None and len(sts.bodies) > sts.times:
+            self._forward(sts, raw)
+            return
+        message = sts.message.replace("{token}", sts.bodies[-1].get("WebIdentityToken", [""])[0])
         body = (
             '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
-            f"<Error><Type>Sender</Type><Code>{sts.code}</Code><Message>{sts.message}</Message></Error>"
+            f"<Error><Type>Sender</Type><Code>{sts.code}</Code><Message>{message}</Message></Error>"
             f"<RequestId>{secrets.token_hex(8)}</RequestId></ErrorResponse>"
         ).encode()
         self.send_response(sts.status)
@@ -176,6 +185,18 @@ class _StsHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _forward(self, sts: StsErrors, raw: bytes) -> None:
+        assert sts.forward
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        req = urllib.request.Request(sts.forward + self.path, data=raw, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, data, kind = resp.status, resp.read(), resp.headers.get("Content-Type", "text/xml")
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def parse_github_env(text: str) -> dict[str, str]:

@@ -395,6 +395,17 @@ def test_invalid_identity_token_hint(job: MintEnv, endpoint: TokenEndpoint) -> N
     assert "https://token.actions.githubusercontent.com" in line and "--audience" in line
 
 
+def test_throttling_is_retried_with_backoff(job: MintEnv) -> None:
+    """Two Throttling answers, then moto: one mint, three requests, exit 0."""
+    with StsErrors("Throttling", 400, "Rate exceeded", times=2, forward=job.moto.url) as sts:
+        proc = job.run("--role-arn", ROLE, "--session-name", "throttled",
+                       env={**AMBIENT, "AWS_ENDPOINT_URL_STS": sts.url})
+    assert proc.returncode == 0, proc.stderr
+    assert [b["Action"] for b in sts.bodies] == [["AssumeRole"]] * 3
+    assert job.moto.calls("AssumeRole") == 1
+    assert job.caller_arn(parse_export(proc.stdout)).endswith("/throttled")
+
+
 def test_github_env_needs_github_env(job: MintEnv, endpoint: TokenEndpoint) -> None:
     line = assert_failed(job.run("--role-arn", ROLE, "--format", "github-env", env=endpoint.env()), 3)
     assert "$GITHUB_ENV" in line
