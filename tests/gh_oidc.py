@@ -79,6 +79,8 @@ class TokenEndpoint:
         self.issued: list[str] = []
         self.audiences: list[str] = []
         self.bad_auth = 0
+        #: every request's path (a followed redirect shows up here)
+        self.paths: list[str] = []
         self._ctx: Any = None
 
     @property
@@ -119,7 +121,14 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         ep: TokenEndpoint = self.server.owner  # type: ignore[attr-defined]
+        ep.paths.append(urlsplit(self.path).path)
         query = parse_qs(urlsplit(self.path).query)
+        if ep.status in (302, 307) and self.path.startswith("/_apis/"):
+            self.send_response(ep.status)
+            self.send_header("Location", f"http://127.0.0.1:{ep.port}/elsewhere{self.path[6:]}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.headers.get("Authorization") != f"bearer {ep.request_token}":
             ep.bad_auth += 1
             self._send(401, {"message": "bad request token"})

@@ -360,6 +360,15 @@ def test_token_endpoint_failing(job: MintEnv, status: int) -> None:
     assert job.moto.calls() == 0
 
 
+def test_token_endpoint_redirect_is_not_followed(job: MintEnv) -> None:
+    """urllib would carry the request token to wherever a redirect points."""
+    with TokenEndpoint(status=302) as ep:
+        proc = job.run("--role-arn", ROLE, env=ep.env())
+    line = assert_failed(proc, 6, ep.request_token)
+    assert "HTTP 302" in line
+    assert ep.paths == ["/_apis/idtoken"]
+
+
 def test_wrong_request_token_is_refused_not_leaked(job: MintEnv, endpoint: TokenEndpoint) -> None:
     env = {**endpoint.env(), "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "stale-" + endpoint.request_token}
     proc = job.run("--role-arn", ROLE, env=env)

@@ -34,6 +34,16 @@ class _Retry(Exception):
     """A failure worth another attempt (5xx, 429, connection trouble)."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would send the Authorization header on to wherever a redirect points."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def request_url(base: str, audience: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}{urlencode({'audience': audience})}"
 
@@ -45,7 +55,7 @@ def _once(url: str, request_token: str, timeout: float) -> str:
         "User-Agent": "credhelper",
     })
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with _OPENER.open(req, timeout=timeout) as resp:
             body = resp.read(_MAX_BODY)
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:

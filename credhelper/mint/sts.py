@@ -88,7 +88,7 @@ def with_web_identity(identity: Identity, req: RoleRequest, deadline: Deadline) 
     token = identity.token or ""
     seen = claims(token)
     shown = presented(seen)
-    issuer = seen.get("iss", "the token's issuer")
+    issuer = str(seen.get("iss", "the token's issuer"))[:200]
     hints = {
         "AccessDenied": (
             f"the role's trust policy does not accept the token from {identity.where}, which "
