@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from credhelper import sources
 from credhelper.config import AwsConfig
+from credhelper.deadline import Deadline, DeadlineExceeded
 from credhelper.errors import CorruptItem, CredhelperError, UpstreamError
 from credhelper.locking import profile_lock
 from credhelper.model import Credentials
@@ -62,7 +63,7 @@ class Broker:
         self.settings = settings
         self.store = store
         self.config = config if config is not None else AwsConfig.load()
-        self.clients = clients or ClientFactory(self.config)
+        self.clients = clients or ClientFactory(self.config, budget=settings.export_timeout)
         self.now = now
         self.environ = environ if environ is not None else os.environ
         self.lock_dir = lock_dir
@@ -87,15 +88,20 @@ class Broker:
         return creds.expiration - timedelta(seconds=self.window(creds))
 
     # -- sources ------------------------------------------------------------------
-    def context(self, chain: tuple[str, ...] = ()) -> Context:
+    def deadline(self) -> Deadline:
+        """A fresh budget (the daemon's refreshes); an export brings its own."""
+        return Deadline(self.settings.export_timeout)
+
+    def context(self, chain: tuple[str, ...] = (), deadline: Deadline | None = None) -> Context:
+        dl = deadline or self.deadline()
         return Context(
             config=self.config, settings=self.settings, store=self.store, clients=self.clients,
-            credentials_of=lambda p, ch: self.get(p, chain=ch), environ=self.environ,
-            now=self.now, chain=chain,
+            credentials_of=lambda p, ch: self.get(p, chain=ch, deadline=dl), environ=self.environ,
+            now=self.now, chain=chain, deadline=dl,
         )
 
-    def source(self, profile: str, chain: tuple[str, ...] = ()) -> Source:
-        return sources.resolve(profile, self.context(chain))
+    def source(self, profile: str, chain: tuple[str, ...] = (), deadline: Deadline | None = None) -> Source:
+        return sources.resolve(profile, self.context(chain, deadline))
 
     # -- cache ---------------------------------------------------------------------
     def cached(self, profile: str, source: Source) -> Credentials | None:
@@ -123,27 +129,34 @@ class Broker:
         self.store.delete(item("creds", profile))
 
     # -- the entry points --------------------------------------------------------------
-    def get(self, profile: str, *, chain: tuple[str, ...] = ()) -> Credentials:
-        """Servable credentials for `profile`: from the cache, else minted once."""
-        source = self.source(profile, chain)
+    def get(
+        self, profile: str, *, chain: tuple[str, ...] = (), deadline: Deadline | None = None,
+    ) -> Credentials:
+        """Servable credentials for `profile`: from the cache, else minted once,
+        all within `deadline` (a fresh budget when None)."""
+        dl = deadline or self.deadline()
+        source = self.source(profile, chain, dl)
         if not source.cacheable:
-            return self._checked(profile, source.fetch(), cached=False)
+            return self._checked(profile, self._fetch(profile, source, dl), cached=False)
         creds = self.cached(profile, source)
         if creds is not None and self.servable(creds):
             return creds
-        with profile_lock(profile, self.settings.mint_timeout, self.lock_dir):
+        with profile_lock(profile, dl.remaining(), self.lock_dir):
             creds = self.cached(profile, source)  # someone else may have minted meanwhile
             if creds is not None and self.servable(creds):
                 return creds
-            return self._mint(profile, source)
+            return self._mint(profile, source, dl)
 
-    def refresh(self, profile: str, *, stale: Credentials | None = None) -> Credentials:
+    def refresh(
+        self, profile: str, *, stale: Credentials | None = None, deadline: Deadline | None = None,
+    ) -> Credentials:
         """Mint now (the daemon's scheduled refresh) to replace `stale`, unless
         another process minted newer servable credentials meanwhile."""
-        source = self.source(profile)
+        dl = deadline or self.deadline()
+        source = self.source(profile, deadline=dl)
         if not source.cacheable:
-            return self._checked(profile, source.fetch(), cached=False)
-        with profile_lock(profile, self.settings.mint_timeout, self.lock_dir):
+            return self._checked(profile, self._fetch(profile, source, dl), cached=False)
+        with profile_lock(profile, dl.remaining(), self.lock_dir):
             creds = self.cached(profile, source)
             newer = (
                 creds is not None and stale is not None and creds.expiration is not None
@@ -151,13 +164,26 @@ class Broker:
             )
             if creds is not None and newer and self.servable(creds):
                 return creds
-            return self._mint(profile, source)
+            return self._mint(profile, source, dl)
 
-    def _mint(self, profile: str, source: Source) -> Credentials:
+    @staticmethod
+    def _fetch(profile: str, source: Source, deadline: Deadline) -> Credentials:
+        """`source.fetch()` within the deadline, whatever the upstream does
+        (a trickling server defeats every per-read timeout)."""
+        try:
+            return deadline.call(f"fetch:{profile}", source.fetch)
+        except DeadlineExceeded:
+            raise UpstreamError(
+                f"getting credentials for profile {profile} ({source.name}) took longer than the "
+                f"{deadline.budget:.0f} s budget: check the network, proxy and AWS_ENDPOINT_URL_* "
+                "settings, or raise export_timeout"
+            ) from None
+
+    def _mint(self, profile: str, source: Source, deadline: Deadline) -> Credentials:
         # Whole seconds, and `issued` taken before the call: the lifetime is what
         # was granted (900 s, not 899.9), and the same after a store round trip.
         issued = self.now().replace(microsecond=0)
-        creds = source.fetch()
+        creds = self._fetch(profile, source, deadline)
         creds = replace(
             creds, issued=issued,
             expiration=creds.expiration.replace(microsecond=0) if creds.expiration else None,

@@ -18,6 +18,10 @@ VERSION = 1
 MAGIC = b"CREDHELPER/1"
 MAX_REQUEST = 64 * 1024
 MAX_HEADER = 64
+#: bounds of a response header's numbers: anything larger is garbage
+MAX_BODY = 16 * 1024 * 1024
+MAX_WAIT = 86400
+MAX_EXIT_CODE = 255
 KINDS = ("ok", "error", "wait", "fallback")
 #: environment a client sends, so the daemon can tell it sees the same files
 CLIENT_ENV = (
@@ -65,9 +69,17 @@ def parse_header(line: bytes) -> tuple[str, int, int]:
     if len(parts) != 4 or parts[0] != MAGIC:
         raise ProtocolError("not a credhelper/1 header")
     kind = parts[1].decode("ascii", "replace")
-    if kind not in KINDS or not parts[2].isdigit() or not parts[3].isdigit():
+    if kind not in KINDS or not _small_digits(parts[2]) or not _small_digits(parts[3]):
         raise ProtocolError("malformed header")
-    return kind, int(parts[2]), int(parts[3])
+    code, length = int(parts[2]), int(parts[3])
+    if length > MAX_BODY or code > (MAX_WAIT if kind == "wait" else MAX_EXIT_CODE):
+        raise ProtocolError("header numbers out of range")
+    return kind, code, length
+
+
+def _small_digits(field: bytes) -> bool:
+    """ASCII digits only (bytes.isdigit is ASCII-only), at most 9 of them."""
+    return 0 < len(field) <= 9 and field.isdigit()
 
 
 def decode_request(line: bytes) -> dict[str, object]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from credhelper import paths
+from credhelper.deadline import DEFAULT_BUDGET
 from credhelper.errors import ConfigError
 
 STORES = ("keyring", "encrypted-file", "memory")
@@ -32,8 +33,9 @@ class Settings:
     #: encrypted-file store: where its key lives: "keyring", or a key file path
     #: (headless machines; `$CREDENTIALS_DIRECTORY/credhelper-key` under systemd)
     key_file: str = ""
-    #: seconds a caller waits for a mint another process is doing
-    mint_timeout: int = 120
+    #: total seconds an export may take, whatever it waits for (daemon, lock,
+    #: upstream calls, helper processes); then it ends with exit 6
+    export_timeout: int = DEFAULT_BUDGET
     #: where the settings came from (not a key of the file)
     path: str = field(default="", compare=False)
 
@@ -48,8 +50,17 @@ _TYPES: dict[str, type] = {
     "keyring_service": str,
     "encrypted_file": str,
     "key_file": str,
-    "mint_timeout": int,
+    "export_timeout": int,
 }
+#: the documented range of each number, in seconds (README "Settings")
+RANGES: dict[str, tuple[int, int]] = {
+    "refresh_window": (60, 86400),
+    "export_timeout": (5, 600),
+}
+#: old names still accepted: `mint_timeout` was the lock wait, now part of the export budget
+ALIASES = {"mint_timeout": "export_timeout"}
+MAX_TEXT = 4096
+MAX_WARM = 10000
 
 
 def load(path: str | None = None) -> Settings:
@@ -79,6 +90,10 @@ def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:
     known = {f.name for f in fields(Settings)} - {"path"}
     values: dict[str, Any] = {}
     for key, value in data.items():
+        if key in ALIASES and ALIASES[key] not in data:
+            key = ALIASES[key]
+        elif key in ALIASES:
+            raise ConfigError(f"{path} sets both {key!r} and {ALIASES[key]!r}: remove {key!r}")
         if key not in known:
             raise ConfigError(
                 f"unknown key {key!r} in {path}: known keys are {', '.join(sorted(known))}"
@@ -88,15 +103,23 @@ def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:
             raise ConfigError(
                 f"key {key!r} in {path} must be a {want.__name__}, not {type(value).__name__}"
             )
+        if isinstance(value, str) and (len(value) > MAX_TEXT or "\x00" in value):
+            raise ConfigError(f"key {key!r} in {path} must be at most {MAX_TEXT} characters, without NUL")
         values[key] = value
     if "warm_profiles" in values:
         profiles = values["warm_profiles"]
-        if not all(isinstance(p, str) and p for p in profiles):
-            raise ConfigError(f"key 'warm_profiles' in {path} must be a list of profile names")
+        if len(profiles) > MAX_WARM or not all(
+            isinstance(p, str) and p and len(p) <= 256 and "\x00" not in p for p in profiles
+        ):
+            raise ConfigError(
+                f"key 'warm_profiles' in {path} must be a list of at most {MAX_WARM} profile names"
+            )
         values["warm_profiles"] = tuple(profiles)
     if values.get("store", "keyring") not in STORES:
         raise ConfigError(f"key 'store' in {path} must be one of {', '.join(STORES)}")
-    for key in ("refresh_window", "mint_timeout"):
-        if key in values and values[key] <= 0:
-            raise ConfigError(f"key {key!r} in {path} must be a positive number of seconds")
+    for key, (low, high) in RANGES.items():
+        if key in values and not low <= values[key] <= high:
+            raise ConfigError(
+                f"key {key!r} in {path} must be between {low} and {high} seconds, not {values[key]}"
+            )
     return Settings(path=path, **values)

@@ -22,6 +22,7 @@ from credhelper.broker import Broker
 from credhelper.daemon import logs, systemd
 from credhelper.daemon.keeper import Keeper
 from credhelper.daemon.server import Reply, Server
+from credhelper.deadline import Deadline
 from credhelper.errors import EXIT_USAGE, CredhelperError
 from credhelper.model import FORMATS, render
 from credhelper.store import open_store
@@ -101,9 +102,10 @@ class App:
         try:
             if creds is None:
                 self.keeper.check_login(profile)
-                timeout = self.keeper.broker.settings.mint_timeout
-                reply.wait(timeout)
-                creds = self.keeper.obtain(profile, timeout=timeout)
+                self.keeper.check_recursion(profile, reply.peer_pid)
+                # The client's budget started before it connected (the greeting told it ours).
+                budget = self.keeper.broker.settings.export_timeout - _elapsed(req)
+                creds = self.keeper.obtain(profile, Deadline(budget))
                 served_by = "mint"
             reply.ok(render(creds, str(fmt), profile=profile))
         except CredhelperError as exc:
@@ -130,6 +132,14 @@ class App:
             },
             "profiles": self.keeper.status(),
         }
+
+
+def _elapsed(req: dict[str, object]) -> float:
+    """Seconds the client spent before asking (its `elapsed_ms`), bounded."""
+    value = req.get("elapsed_ms")
+    if isinstance(value, str) and value.isdigit() and len(value) <= 9:
+        return min(int(value) / 1000, 600.0)
+    return 0.0
 
 
 def _make_broker() -> Broker:
@@ -167,19 +177,27 @@ def run() -> int:
         recent_file=os.path.join(paths.state_dir(), "recent-profiles.json"),
         on_secret=logs.REDACT.add,
     )
+    from credhelper.daemon.sessions import SessionWatcher
+
+    SessionWatcher(keeper, scheduler, log).start()  # sign-in warnings before the break
     app = App(keeper, log, os.environ)
-    server = Server(sock_path, app.handle, log)
+    server = Server(sock_path, app.handle, log, budget=lambda: keeper.broker.settings.export_timeout)
     server.bind()
     stop = threading.Event()
 
-    def on_term(signum: int, _frame: object) -> None:
+    # Signal handlers hand their work to the accept loop: a handler that logged
+    # or started a thread could deadlock on a lock the interrupted code held.
+    def stopping(signum: int) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
         systemd.notify("STOPPING=1")
         stop.set()
-        server.shutdown()
+        server.request_stop()
+
+    def on_term(signum: int, _frame: object) -> None:
+        server.call_soon(lambda: stopping(signum))
 
     def on_hup(_signum: int, _frame: object) -> None:
-        threading.Thread(target=keeper.reload, daemon=True).start()
+        server.call_soon(lambda: threading.Thread(target=keeper.reload, daemon=True).start())
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -195,8 +213,8 @@ def run() -> int:
         server.serve_forever()
     finally:
         stop.set()
+        server.close()
         scheduler.shutdown(wait=False)
-        server.shutdown()
         os.close(lock_fd)
         log.info("stopped")
     return 0

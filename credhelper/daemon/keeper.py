@@ -20,14 +20,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from credhelper import procs
 from credhelper.broker import Broker
-from credhelper.errors import ConfigError, CredhelperError, LoginRequired
+from credhelper.deadline import Deadline
+from credhelper.errors import ConfigError, CredhelperError, LoginRequired, UpstreamError
+from credhelper.locking import RECURSION
 from credhelper.model import Credentials, iso_z
 from credhelper.sources.env import EnvSource
+from credhelper.sources.process import RUNNING
 from credhelper.sources.session_token import PassThroughSource
 
 #: sources that hand out credentials anew each time (no upstream call): not kept
@@ -53,6 +58,8 @@ class ProfileState:
     failures: int = 0
     refreshes: int = 0
     last_refresh: datetime | None = None
+    #: "sign-in needed, current credentials last 43m" (daemon/sessions.py), else None
+    sign_in: str | None = None
 
     def as_status(self, now: datetime) -> dict[str, Any]:
         exp = self.creds.expiration if self.creds else None
@@ -67,6 +74,7 @@ class ProfileState:
             "refreshes": self.refreshes,
             "last_error": self.last_error or None,
             "login_required": self.login_error is not None,
+            "sign_in": self.sign_in,
         }
 
 
@@ -90,6 +98,8 @@ class Keeper:
         self.on_secret = on_secret
         self._states: dict[str, ProfileState] = {}
         self._inflight: dict[str, Future[Credentials]] = {}
+        #: profile -> profiles its credential_process asked for (recursion guard)
+        self._waits_for: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._recent: dict[str, str] = self._load_recent()
 
@@ -111,8 +121,10 @@ class Keeper:
         if st is not None and st.login_error is not None:
             raise st.login_error.with_traceback(None)  # no growing traceback in a long-lived daemon
 
-    def obtain(self, profile: str, timeout: float | None = None) -> Credentials:
-        """Credentials for a caller: one mint per profile however many ask."""
+    def obtain(self, profile: str, deadline: Deadline | None = None) -> Credentials:
+        """Credentials for a caller: one mint per profile however many ask,
+        each caller waiting at most until its own deadline."""
+        dl = deadline or self.broker.deadline()
         with self._lock:
             fut = self._inflight.get(profile)
             leader = fut is None
@@ -120,25 +132,59 @@ class Keeper:
                 fut = self._inflight[profile] = Future()
         if leader:
             try:
-                fut.set_result(self._fetch(profile, scheduled=False))
+                fut.set_result(self._fetch(profile, scheduled=False, deadline=dl))
             except Exception as exc:  # noqa: BLE001 - handed to every waiter
                 fut.set_exception(exc)
             finally:
                 with self._lock:
                     self._inflight.pop(profile, None)
-        return fut.result(timeout=timeout)
+        try:
+            return fut.result(timeout=dl.remaining())
+        except FutureTimeout:
+            raise UpstreamError(
+                f"another request has been minting profile {profile} for the whole "
+                f"{dl.budget:.0f} s budget: check credhelper status, or raise export_timeout"
+            ) from None
+
+    def check_recursion(self, profile: str, peer_pid: int | None) -> None:
+        """Refuse a request that a credential_process of this daemon made, directly
+        or through other profiles, for a profile whose mint waits for that helper:
+        it would wait for itself until the budget ran out."""
+        if peer_pid is None or not RUNNING:
+            return
+        asking = {RUNNING[pid] for pid in procs.ancestors(peer_pid) if pid in RUNNING}
+        if not asking:
+            return
+        with self._lock:
+            running = set(RUNNING.values())
+            for done in [k for k in self._waits_for if k not in running]:
+                del self._waits_for[done]  # edges live as long as the helper that made them
+            for helper_of in asking:
+                self._waits_for.setdefault(helper_of, set()).add(profile)
+            # Does `profile`'s mint (transitively) wait for one of the asking helpers?
+            seen, todo = set(), [profile]
+            while todo:
+                name = todo.pop()
+                if name in asking and name in self._inflight:
+                    raise ConfigError(
+                        f"{RECURSION} through profile {name}: its credential_process asks credhelper "
+                        f"for {profile}, which leads back to it; point it at the real helper"
+                    )
+                if name not in seen:
+                    seen.add(name)
+                    todo.extend(self._waits_for.get(name, ()))
 
     # -- minting and refreshing ------------------------------------------------------
-    def _fetch(self, profile: str, *, scheduled: bool) -> Credentials:
+    def _fetch(self, profile: str, *, scheduled: bool, deadline: Deadline | None = None) -> Credentials:
         st = self.state(profile)
         broker = self.broker
         started = time.monotonic()
         mints = broker.mints[profile]
         try:
             if scheduled:
-                creds = broker.refresh(profile, stale=st.creds)
+                creds = broker.refresh(profile, stale=st.creds, deadline=deadline)
             else:
-                creds = broker.get(profile)
+                creds = broker.get(profile, deadline=deadline)
         except CredhelperError as exc:
             self._failed(st, exc, started, scheduled)
             raise
@@ -177,6 +223,13 @@ class Keeper:
     def _failed(self, st: ProfileState, exc: BaseException, started: float, scheduled: bool) -> None:
         duration_ms = int((time.monotonic() - started) * 1000)
         message = exc.message if isinstance(exc, CredhelperError) else f"internal error {type(exc).__name__}"
+        if st.creds is None and not self._known(st.name):
+            # A name no configuration knows (a typo, garbage from a client):
+            # the caller hears the error; the daemon keeps nothing of it.
+            with self._lock:
+                if self._states.get(st.name) is st:
+                    del self._states[st.name]
+            return
         first_time = message != st.last_error
         st.last_error = message
         if isinstance(exc, LoginRequired):
@@ -221,6 +274,11 @@ class Keeper:
 
         with contextlib.suppress(JobLookupError):  # nothing was scheduled
             self.scheduler.remove_job(f"refresh:{st.name}")
+
+    def _known(self, profile: str) -> bool:
+        """A profile of the AWS config or the warm set (what `status` should show)."""
+        return (self.broker.config.profile(profile) is not None
+                or profile in self.broker.settings.warm_profiles)
 
     # -- warm set, reload, forget ----------------------------------------------------
     def warm(self, profiles: list[str]) -> None:

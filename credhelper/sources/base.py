@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +18,7 @@ import botocore.parsers
 
 from credhelper import redact
 from credhelper.config import AwsConfig, botocore_session
+from credhelper.deadline import DEFAULT_BUDGET, Deadline, unlimited
 from credhelper.errors import ConfigError, UpstreamError
 from credhelper.model import Credentials
 
@@ -48,14 +49,17 @@ class ClientFactory:
     retries and timeouts. Endpoints follow botocore (`AWS_ENDPOINT_URL_STS`…)."""
 
     def __init__(
-        self, config: AwsConfig, *, max_attempts: int = 4, connect_timeout: float = 5,
-        read_timeout: float = 15,
+        self, config: AwsConfig, *, max_attempts: int = 4, budget: float = DEFAULT_BUDGET,
+        connect_timeout: float | None = None, read_timeout: float | None = None,
     ) -> None:
         self.config = config
+        # Per-attempt timeouts worked back from the export budget, so that a
+        # few attempts fit in it; the budget itself is enforced around the
+        # whole call (Deadline.call), since a read timeout is per read.
         self._client_config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": max_attempts},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
+            connect_timeout=connect_timeout or min(5.0, budget / 6),
+            read_timeout=read_timeout or min(15.0, budget / 4),
             user_agent_extra="credhelper",
         )
 
@@ -92,6 +96,8 @@ class Context:
     now: Callable[[], datetime]
     #: profiles already on the way to this one (cycle detection)
     chain: tuple[str, ...] = ()
+    #: the whole operation's deadline: lock waits, helper processes, token refreshes
+    deadline: Deadline = field(default_factory=unlimited)
 
     def config_file_hint(self) -> str:
         return self.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"

@@ -8,9 +8,11 @@ statically from the command line and at run time through `CHAIN_ENV`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,12 +54,39 @@ def _is_self(argv: list[str]) -> bool:
     return runs_us and "export" in argv
 
 
+#: pid -> profile of the helpers running in this process (the daemon's recursion guard)
+RUNNING: dict[int, str] = {}
+
+
+def run_helper(
+    argv: list[str], *, env: dict[str, str], timeout: float, profile: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """Run a helper with no stdin; on timeout kill its whole process group
+    (a shell wrapper's children too), so nothing it started outlives the budget."""
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, start_new_session=True,
+    ) as proc:
+        RUNNING[proc.pid] = profile
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=1)  # reap it; pipes a grandchild kept open are dropped
+            raise
+        finally:
+            RUNNING.pop(proc.pid, None)
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 @dataclass
 class ProcessSource:
     profile: str
     command: str
     ctx: Context
-    run: Callable[..., subprocess.CompletedProcess[str]] = field(default=subprocess.run, repr=False)
+    run: Callable[..., subprocess.CompletedProcess[str]] = field(default=run_helper, repr=False)
     name: str = NAME
     cacheable: bool = True
 
@@ -71,19 +100,18 @@ class ProcessSource:
 
     def fetch(self) -> Credentials:
         argv = shlex.split(self.command)
+        budget = self.ctx.deadline.remaining()
         try:
-            done = self.run(
-                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                env=self._env(), timeout=self.ctx.settings.mint_timeout, check=False,
-            )
+            done = self.run(argv, env=self._env(), timeout=budget, profile=self.profile)
         except FileNotFoundError:
             raise ConfigError(
                 f"credential_process of profile {self.profile} not found ({argv[0]}): fix the path"
             ) from None
         except subprocess.TimeoutExpired:
             raise UpstreamError(
-                f"credential_process of profile {self.profile} did not finish in "
-                f"{self.ctx.settings.mint_timeout} s: check it runs without a prompt"
+                f"credential_process of profile {self.profile} did not finish within the "
+                f"{self.ctx.deadline.budget:.0f} s budget: check it runs without a prompt, "
+                "or raise export_timeout"
             ) from None
         if done.returncode != 0:
             # The helper's own words, only through the scrubber: helpers print

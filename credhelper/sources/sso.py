@@ -35,7 +35,7 @@ class SsoSource:
 
     def tokens(self) -> Tokens:
         return Tokens(self.ctx.store, self.ctx.clients, self.ctx.now,
-                      lock_timeout=self.ctx.settings.mint_timeout)
+                      lock_timeout=self.ctx.deadline.remaining())
 
     def fetch(self) -> Credentials:
         tokens = self.tokens()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from credhelper.deadline import Deadline
     from credhelper.settings import Settings
 
 #: kinds of items; the version prefix lets later releases read older items
@@ -41,8 +42,9 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-def open_store(settings: Settings) -> Store:
-    """The backend the settings name; `StoreUnavailable` if it cannot work."""
+def open_store(settings: Settings, deadline: Deadline | None = None) -> Store:
+    """The backend the settings name; `StoreUnavailable` if it cannot work.
+    Keyring calls that time out are retried within `deadline`."""
     if settings.store == "memory":
         from credhelper.store.memory import MemoryStore
 
@@ -50,7 +52,7 @@ def open_store(settings: Settings) -> Store:
     if settings.store == "encrypted-file":
         from credhelper.store.encrypted_file import EncryptedFileStore
 
-        return EncryptedFileStore.from_settings(settings)
+        return EncryptedFileStore.from_settings(settings, deadline)
     from credhelper.store.keyring_store import KeyringStore
 
-    return KeyringStore(service=settings.keyring_service)
+    return KeyringStore(service=settings.keyring_service, deadline=deadline)

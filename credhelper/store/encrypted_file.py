@@ -27,6 +27,7 @@ import os
 import shlex
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from credhelper.errors import CorruptItem, StoreUnavailable
 
 if TYPE_CHECKING:
+    from credhelper.deadline import Deadline
     from credhelper.settings import Settings
 
 FORMAT = "credhelper-encrypted-file"
@@ -76,12 +78,12 @@ class EncryptedFileStore:
         self.description = f"encrypted-file ({self.path}, {key_source})"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EncryptedFileStore:
+    def from_settings(cls, settings: Settings, deadline: Deadline | None = None) -> EncryptedFileStore:
         path = os.path.abspath(settings.encrypted_file_path())
         if not settings.encrypted_file:
             _private_default_dir(os.path.dirname(path))
         if settings.key_file in ("", "keyring"):
-            key = key_from_keyring(path, settings.keyring_service)
+            key = key_from_keyring(path, settings.keyring_service, deadline)
             return cls(path, key, key_source="key in keyring")
         key_path = find_key_file(settings)
         return cls(path, read_key_file(key_path), key_source=f"key file {key_path}")
@@ -215,6 +217,10 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
+#: a writer holds the file lock for one write: waiting longer means it is stuck
+LOCK_TIMEOUT = 10.0
+
+
 @contextmanager
 def file_lock(path: str) -> Iterator[None]:
     """Exclusive `flock` on `<path>.lock`, serialising writers across processes.
@@ -235,7 +241,18 @@ def file_lock(path: str) -> Iterator[None]:
             "check the permissions of its directory"
         ) from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"another process has held {lock} for over {LOCK_TIMEOUT:.0f} s "
+                        "(a writer is stopped or hung): find it with fuser, or try again"
+                    ) from None
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -244,13 +261,13 @@ def file_lock(path: str) -> Iterator[None]:
 # -- the key --------------------------------------------------------------------
 
 
-def key_from_keyring(path: str, service: str) -> bytes:
+def key_from_keyring(path: str, service: str, deadline: Deadline | None = None) -> bytes:
     """The key of the store file at `path`, kept in the OS keyring; created on
     first use. `StoreUnavailable` if the keyring cannot serve (no plaintext
     fallback: then the key file setting is the way)."""
     from credhelper.store.keyring_store import KeyringStore
 
-    ring = KeyringStore(service=service)
+    ring = KeyringStore(service=service, deadline=deadline)
     name = key_item(path)
     encoded = ring.get(name)
     if encoded is None:

@@ -27,11 +27,15 @@ from __future__ import annotations
 import re
 import secrets
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
+from credhelper.deadline import Deadline
 from credhelper.errors import CorruptItem, StoreUnavailable
+
+T = TypeVar("T")
 
 #: max UTF-16 code units per keyring item (2,000 bytes < Windows' 2,560)
 CHUNK_UNITS = 1000
@@ -159,6 +163,43 @@ def _is_locked(exc: BaseException) -> bool:
     return "prompt dismissed" in str(exc).lower()
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """A D-Bus call or authentication that timed out (jeepney raises TimeoutError)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _secret_service_timed_out() -> bool:
+    """Whether the Secret Service backend is unusable only because D-Bus timed out."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        from keyring.backends import SecretService
+
+        SecretService.Keyring.priority  # noqa: B018 - the property opens a D-Bus connection
+    except Exception as exc:  # noqa: BLE001 - any other failure is not a timeout
+        return _is_timeout(exc)
+    return False
+
+
+_TIMEOUT_MARK = "D-Bus timeout"
+#: retry budget of one keyring call when the caller brings no deadline
+OP_BUDGET = 10.0
+
+
+def _timed_out(what: str, budget: float) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the OS keyring did not {what} within the {budget:.0f} s budget ({_TIMEOUT_MARK}s; "
+        "the machine may be overloaded): try again, or raise export_timeout"
+    )
+
+
 def split_units(value: str, limit: int = CHUNK_UNITS) -> list[str]:
     """Split `value` into pieces of at most `limit` UTF-16 code units (what
     Windows counts), never inside a character."""
@@ -181,27 +222,68 @@ def _units(value: str) -> int:
 class KeyringStore:
     """Secrets in the OS keyring; see the module docstring for the item layout."""
 
-    def __init__(self, service: str = "credhelper", backend: object | None = None) -> None:
+    def __init__(
+        self, service: str = "credhelper", backend: object | None = None,
+        deadline: Deadline | None = None,
+    ) -> None:
         try:
             import keyring
         except ImportError as exc:  # a broken install, but a clear message helps
             raise StoreUnavailable(
                 f"the keyring library cannot be imported ({exc}): reinstall credhelper"
             ) from exc
+        #: a busy D-Bus (CPUs saturated) times out; such calls are retried within
+        #: this deadline (an export's), or within OP_BUDGET each (the daemon's store)
+        self._deadline = deadline
         if backend is None:
-            errors: tuple[type[BaseException], ...] = (RuntimeError, *_environment_errors())
-            try:
-                backend = keyring.get_keyring()
-            except errors as exc:
-                # e.g. PYTHON_KEYRING_BACKEND names a backend that cannot start
-                raise StoreUnavailable(
-                    f"no usable OS keyring ({type(exc).__name__}: {_short(str(exc))}): "
-                    f"{_remedy()}{_env_hint()}"
-                ) from exc
+            backend = self._discover(keyring)
         self._backend: Any = choose_backend(backend)
         self._service = service
         self._errors = _environment_errors()
         self.description = f"keyring ({getattr(self._backend, 'name', self.backend_name)})"
+
+    def _discover(self, keyring: Any) -> object:
+        """keyring's backend choice. Its discovery swallows a Secret Service
+        that timed out (busy D-Bus) and picks the failing backend instead:
+        a timeout is retried within the deadline, then reported as one."""
+        errors: tuple[type[BaseException], ...] = (RuntimeError, *_environment_errors())
+        deadline = self._deadline or Deadline(OP_BUDGET)
+        delay = 0.05
+        while True:
+            try:
+                backend = keyring.get_keyring()
+            except errors as exc:
+                if not _is_timeout(exc):
+                    # e.g. PYTHON_KEYRING_BACKEND names a backend that cannot start
+                    raise StoreUnavailable(
+                        f"no usable OS keyring ({type(exc).__name__}: {_short(str(exc))}): "
+                        f"{_remedy()}{_env_hint()}"
+                    ) from exc
+            else:
+                if _refusal(backend) is None or not _secret_service_timed_out():
+                    return backend
+            if deadline.remaining() < delay:
+                raise _timed_out("answer", deadline.budget)
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+            keyring.core.init_backend()
+
+    def _retrying(self, action: str, key: str, writing: bool, call: Callable[[], T]) -> T:
+        """`call()` through `_mapped`, retried while the keyring times out and
+        the deadline allows: a slow D-Bus is not an absent keyring."""
+        deadline = self._deadline or Deadline(OP_BUDGET)
+        delay = 0.05
+        while True:
+            try:
+                with self._mapped(action, key, writing):
+                    return call()
+            except StoreUnavailable as exc:
+                if _TIMEOUT_MARK not in exc.message:
+                    raise
+                if deadline.remaining() < delay:
+                    raise _timed_out(f"{action} {key}", deadline.budget) from None
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
 
     @property
     def backend_name(self) -> str:
@@ -265,16 +347,14 @@ class KeyringStore:
 
     def _read(self, key: str, name: str) -> str | None:
         """Read keyring item `name` (part of store item `key`)."""
-        with self._mapped("read", key, writing=False):
-            value = self._backend.get_password(self._service, name)
+        value = self._retrying("read", key, False, lambda: self._backend.get_password(self._service, name))
         if value is not None and not isinstance(value, str):
             raise self._corrupt(key, "not text")
         return value
 
     def _write(self, key: str, name: str, text: str) -> None:
         """Write keyring item `name` (part of store item `key`)."""
-        with self._mapped("write", key, writing=True):
-            self._backend.set_password(self._service, name, text)
+        self._retrying("write", key, True, lambda: self._backend.set_password(self._service, name, text))
 
     @staticmethod
     def _chunk_name(key: str, gen: str, index: int) -> str:
@@ -312,8 +392,11 @@ class KeyringStore:
 
         # Every backend reports "no such item" as PasswordDeleteError: deleting
         # what is gone already is success.
-        with self._mapped("delete", name, writing=False), suppress(PasswordDeleteError):
-            self._backend.delete_password(self._service, name)
+        def delete() -> None:
+            with suppress(PasswordDeleteError):
+                self._backend.delete_password(self._service, name)
+
+        self._retrying("delete", name, False, delete)
 
     def _forget(self, names: Sequence[str]) -> None:
         """Best effort: remove chunks of a write that did not complete."""
@@ -332,7 +415,9 @@ class KeyringStore:
         try:
             yield
         except self._errors as exc:
-            if _is_locked(exc):
+            if _is_timeout(exc):
+                message = f"the OS keyring timed out ({_TIMEOUT_MARK}) on {action} {key}"
+            elif _is_locked(exc):
                 message = (
                     f"the OS keyring is locked ({self.backend_name}): unlock it (e.g. log in "
                     "to the desktop session or run gnome-keyring-daemon --unlock), "
