@@ -221,3 +221,19 @@ def test_malformed_role_arn_names_the_key_not_botocore(aws_env: AwsEnv) -> None:
                           "role_arn of profile dev", str(aws_env.config_file), "'dev-role'",
                           "arn:aws:iam::ACCOUNT_ID:role/ROLE_NAME")
     assert "Parameter validation" not in line and "Invalid length" not in line
+
+
+@pytest.mark.parametrize("key, value, parts", [
+    ("duration_seconds", "440", ("duration_seconds of profile dev", "900 to 43200")),
+    ("role_session_name", "a b", ("role_session_name of profile dev", "'a b'")),
+    ("external_id", "x", ("external_id of profile dev",)),
+])
+def test_role_settings_sts_would_refuse_name_the_key(aws_env: AwsEnv, key: str, value: str,
+                                                     parts: tuple[str, ...]) -> None:
+    write_setup(aws_env, extra_settings="")
+    aws_env.config_file.write_text(aws_env.config_file.read_text().replace(
+        "[profile dev]\n", f"[profile dev]\n{key} = {value}\n"))
+    line = one_error_line(aws_env.run("export", "--profile", "dev"), 3, *parts,
+                          str(aws_env.config_file))
+    assert "Parameter validation" not in line
+    assert aws_env.moto.calls() == 0

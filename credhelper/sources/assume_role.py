@@ -125,4 +125,23 @@ def from_profile(profile: str, ctx: Context) -> AssumeRoleSource | None:
             f"role_arn of profile {profile} in {ctx.config_file_hint()} is not a role ARN "
             f"({role_arn!r}): write it as arn:aws:iam::ACCOUNT_ID:role/ROLE_NAME"
         )
+    _check_role_settings(profile, ctx)
     return AssumeRoleSource(profile, role_arn, src, cs, ctx)
+
+
+def _check_role_settings(profile: str, ctx: Context) -> None:
+    """The AssumeRole parameters STS would refuse, named by their config key."""
+    where = f"of profile {profile} in {ctx.config_file_hint()}"
+    duration = ctx.int_setting(profile, "duration_seconds")
+    if duration is not None and not 900 <= duration <= 43200:
+        raise ConfigError(f"duration_seconds {where} is {duration}, but STS takes a "
+                          "DurationSeconds of 900 to 43200: use a value in that range (at most "
+                          "the role's maximum session duration)")
+    name = ctx.setting(profile, "role_session_name")
+    if name is not None and not re.fullmatch(r"[\w+=,.@-]{2,64}", name):
+        raise ConfigError(f"role_session_name {where} is not valid ({name!r}): use 2 to 64 "
+                          "letters, digits or +=,.@_-")
+    external_id = ctx.setting(profile, "external_id")
+    if external_id is not None and not re.fullmatch(r"[\w+=,.@:/-]{2,1224}", external_id):
+        raise ConfigError(f"external_id {where} is not valid: use 2 to 1224 letters, digits "
+                          "or +=,.@:/_-")
