@@ -76,6 +76,17 @@ def test_masks_cover_every_secret() -> None:
     ]
 
 
+def test_cli_choices_match_the_library() -> None:
+    """cli/mint.py repeats them so that `credhelper --help` does not load botocore."""
+    from credhelper.cli import mint as cli_mint
+    from credhelper.mint import identity, output
+    from credhelper.model import EXPORT_FORMATS, FORMATS
+
+    assert cli_mint.FORMATS == output.FORMATS == (*FORMATS, "github-env")
+    assert cli_mint.KINDS == identity.KINDS
+    assert "github-env" not in EXPORT_FORMATS  # mint's alone
+
+
 # ------------------------------------------------------------------ harness
 
 
