@@ -287,3 +287,24 @@ def test_fileedit_refuses_a_file_changed_since_it_was_read(tmp_path: Path) -> No
         fileedit.apply(edit)
     assert path.read_text() == "someone else\n"
     assert not list(tmp_path.glob("*.bak-*"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_keeps_the_owner_of_a_file_written_as_root(env: AwsEnv) -> None:
+    path, _ = _write_existing(env, mode=0o644)
+    os.chown(path, 65534, 65534)
+    r = env.run("setup", "claude", "--profile", "dev")
+    assert r.returncode == 0, r.stderr
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o644)
+    (backup,) = _backups(path)
+    assert (backup.stat().st_uid, backup.stat().st_gid) == (65534, 65534)
+
+
+def test_dry_run_of_a_new_file_diffs_from_nothing(env: AwsEnv) -> None:
+    conf = env.home / "elsewhere"
+    r = env.run("setup", "claude", "--profile", "dev", "--dry-run",
+                env={"CLAUDE_CONFIG_DIR": str(conf)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"--- /dev/null\n+++ {conf / 'settings.json'}\n")
+    assert not conf.exists() and not _settings(env).exists()
