@@ -237,3 +237,12 @@ def test_role_settings_sts_would_refuse_name_the_key(aws_env: AwsEnv, key: str, 
                           str(aws_env.config_file))
     assert "Parameter validation" not in line
     assert aws_env.moto.calls() == 0
+
+
+@pytest.mark.parametrize("args", [(), ("keys",), ("setup",)])
+def test_a_bare_group_prints_its_help_not_a_usage_error(aws_env: AwsEnv,
+                                                        args: tuple[str, ...]) -> None:
+    r = aws_env.run(*args)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith(f"Usage: {' '.join(('credhelper', *args))} [OPTIONS] COMMAND")
+    assert "Commands:" in r.stdout

@@ -65,6 +65,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `credhelper`, `credhelper keys`
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        return 0
     except click.UsageError as exc:
         click.echo(f"credhelper: {_one_line_usage(exc)}", err=True)
         return exc.exit_code
