@@ -261,6 +261,23 @@ def test_plaintext_keyring_backend(aws_env: AwsEnv, tmp_path: Path) -> None:
     assert "encrypted-file" in line
 
 
+def test_wrong_encrypted_file_key_says_check_key_file(aws_env: AwsEnv) -> None:
+    write_setup(aws_env)
+    assert aws_env.run("export", "--profile", "dev").returncode == 0
+    store = aws_env.home / "store.enc"
+    before = store.read_bytes()
+    key = aws_env.home / "store.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    d = doctor(aws_env, "--profile", "dev")
+    assert d.rc == 5, d.report()
+    line = d.failed[0]
+    assert line.startswith("✘ the encrypted store cannot be decrypted"), d.report()
+    assert f"check key_file in {aws_env.settings_file}" in line
+    assert "logout" not in line and "do not delete the store" in line
+    assert store.read_bytes() == before
+
+
 def test_daemon_down(aws_env: AwsEnv, fake_aws: FakeAws) -> None:
     write_setup(aws_env)
     assert aws_env.run("setup", "claude", "--profile", "dev").returncode == 0

@@ -8,7 +8,7 @@ import shutil
 
 from credhelper import claude_settings as cs
 from credhelper.doctor import Result, State, claude_env, claude_value
-from credhelper.errors import EXIT_CONFIG, EXIT_STORE, CredhelperError
+from credhelper.errors import EXIT_CONFIG, EXIT_STORE, CorruptItem, CredhelperError
 
 
 def _config_file(state: State) -> str:
@@ -64,6 +64,14 @@ def store(state: State) -> Result:
         state.settings = settings_mod.load()
         opened = open_store(state.settings)
         opened.get(item("creds", state.profile))  # a locked or broken store fails here
+    except CorruptItem as exc:
+        if state.settings is not None and state.settings.store == "encrypted-file":
+            return Result(
+                name, False, f"the encrypted store cannot be decrypted ({exc.message.split(':')[0]})",
+                f"check key_file in {state.settings.path}: it must be the key "
+                f"{state.settings.encrypted_file_path()} was written with (do not delete the store)",
+                exc.exit_code)
+        return Result(name, False, "the store cannot be used", exc.message, exc.exit_code)
     except CredhelperError as exc:
         return Result(name, False, "the store cannot be used", exc.message, exc.exit_code)
     state.store = opened
