@@ -84,6 +84,19 @@ def test_fake_bedrock_accepts_what_the_helper_printed(bedrock: FakeBedrock) -> N
     assert events[2]["delta"]["text"] == "Hello from fake Bedrock"
 
 
+def test_fake_bedrock_fails_the_first_streaming_calls(tmp_path: Path) -> None:
+    """fail_first=N: the first N streaming calls get 403 ExpiredTokenException, then 200."""
+    (tmp_path / "export.1.out").write_text(json.dumps(CREDS))
+    server = serve(Behaviour(log=str(tmp_path / "bedrock.jsonl"), fail_first=2,
+                             book=CredentialBook([str(tmp_path / "export.*.out")])))
+    try:
+        answers = [send(server)[0] for _ in range(3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == [403, 403, 200]
+
+
 @pytest.mark.parametrize(("change", "sigv4", "token"), [
     ({"secret": "another-secret"}, "mismatch", "match"),
     ({"akid": "ASIANOHELPERPRINTED1"}, "unknown-akid", "-"),

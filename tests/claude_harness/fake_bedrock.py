@@ -296,9 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "invoke-with-response-stream":
             with self.server.lock:
                 self.server.streaming_calls += 1
-                if self.server.streaming_calls <= b.fail_first:
-                    return self._error(403, "ExpiredTokenException",
-                                       "The security token included in the request is expired", rec)
+                rec["streaming_call"] = self.server.streaming_calls
+            if rec["streaming_call"] <= b.fail_first:
+                return self._error(403, "ExpiredTokenException",
+                                   "The security token included in the request is expired", rec)
         if rec["sigv4"] != "ok" or rec["token"] != "match":
             return self._error(403, "InvalidSignatureException",
                                f"fake bedrock: sigv4={rec['sigv4']} token={rec['token']}", rec)
