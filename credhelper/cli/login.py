@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO, cast
 
 import click
 
@@ -64,8 +64,15 @@ def login(profile: str | None, device_code: bool, no_browser: bool, timeout: flo
     broker = _broker()
     usable = browser_usable(os.environ) and not no_browser
     ask = _ask if sys.stdin.isatty() else None
+    from credhelper import notify
+
+    out: TextIO = sys.stdout
+    if notify.unattended(os.environ) and getattr(broker.settings, "notifications", True):
+        # awsAuthRefresh: Claude Code may not show this output; the URL and code go
+        # into a desktop notification as well (anthropics/claude-code#21023)
+        out = cast(TextIO, notify.SignInNotifier(sys.stdout, name))
     message = do_login(
-        broker, name, out=sys.stdout, open_url=open_browser if usable else None,
+        broker, name, out=out, open_url=open_browser if usable else None,
         device=device_code or not usable, timeout=timeout, ask_code=ask,
     )
     click.echo(message)

@@ -40,6 +40,8 @@ def _row(p: dict[str, Any], now: datetime) -> str:
     state = "ok"
     if p.get("login_required"):
         state = f"login required: run credhelper login --profile {p['profile']}"
+    elif p.get("sign_in"):
+        state = f"{p['sign_in']}: run credhelper login --profile {p['profile']}"
     elif p.get("last_error"):
         state = f"error: {p['last_error']}"
     elif p.get("expires_in") is None:
