@@ -130,6 +130,18 @@ def test_fixed_helper_signs_bedrock(claude_code: ClaudeCode) -> None:
 
 
 @pytest.mark.e2e
+def test_an_expired_token_answer_makes_claude_rerun_the_helper(claude_code: ClaudeCode) -> None:
+    """fail_first=1: the first model call is refused (ExpiredToken); Claude Code
+    drops its cached credentials, runs the helper again and succeeds."""
+    run = claude_code(fixed_helper(CREDS), fail_first=1, expect_akid=AKID)
+
+    assert run.passed, run.report()
+    assert run.helper_invocations() >= 2, run.report()
+    answers = [r["answer"] for r in run.bedrock_requests() if r["op"] == "invoke-with-response-stream"]
+    assert answers[0] == 403 and answers[-1] == 200, run.report()
+
+
+@pytest.mark.e2e
 def test_expecting_another_key_fails(claude_code: ClaudeCode) -> None:
     """The verdict is not always PASS: an AccessKeyId the run never signed with fails it."""
     run = claude_code(fixed_helper(CREDS), expect_akid="ASIANEVERPRINTED0001")
