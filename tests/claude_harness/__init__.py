@@ -21,6 +21,7 @@ settings in home/.claude/settings.json, helper/invocations.log and
 helper/<tag>.<pid>.{out,err,env} per helper run (tag export or refresh),
 bedrock.jsonl, claude.{stdout,stderr,rc,times}, creds/ (JSON credential files
 a `command` may drop there: the fake Bedrock accepts signatures made with them).
+By hand: `cd tests && python -m claude_harness --help`.
 """
 
 from __future__ import annotations
