@@ -46,9 +46,6 @@ trap 'rm -rf "$T"' EXIT
 [ -n "$WORK" ] || WORK="$T/work"
 mkdir -p "$WORK"
 
-VERSION="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-  "$ROOT/pyproject.toml")"
-
 # ---------------------------------------------------------------- tools
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 if ! "$PY" -c 'import build, twine, pipx' 2>/dev/null; then
@@ -57,6 +54,8 @@ if ! "$PY" -c 'import build, twine, pipx' 2>/dev/null; then
   "$T/tools/bin/python" -m pip install -q build twine pipx >&2
   PY="$T/tools/bin/python"
 fi
+VERSION="$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+  "$ROOT/pyproject.toml")"
 
 # ---------------------------------------------------------------- 1. build
 SRC="$T/src"
@@ -96,7 +95,7 @@ grep -qF "$VENV_CMD daemon" "$T/dry-run.txt" || { cat "$T/dry-run.txt" >&2; die 
 
 # ---------------------------------------------------------------- 4. pip install of the sdist
 say "pip install $SDIST in a fresh venv"
-python3 -m venv "$WORK/sdist-venv"
+"$PY" -m venv --clear "$WORK/sdist-venv"
 "$WORK/sdist-venv/bin/python" -m pip install -q "$SDIST" >"$T/sdist.log" 2>&1 \
   || { cat "$T/sdist.log" >&2; die "pip install of the sdist failed"; }
 [ "$("$WORK/sdist-venv/bin/credhelper" --version)" = "credhelper, version $VERSION" ] \
@@ -105,7 +104,7 @@ python3 -m venv "$WORK/sdist-venv"
 # ---------------------------------------------------------------- 5. record
 SHA="$(sha256sum "$SDIST" | cut -d' ' -f1)"
 if [ -n "$RECORD" ]; then
-  python3 - "$ROOT/packaging/release.json" "$VERSION" "$SHA" <<'PY'
+  "$PY" - "$ROOT/packaging/release.json" "$VERSION" "$SHA" <<'PY'
 import json, sys
 
 path, version, sha = sys.argv[1:]
