@@ -152,7 +152,8 @@ class Keeper:
         it would wait for itself until the budget ran out."""
         if peer_pid is None or not RUNNING:
             return
-        asking = {RUNNING[pid] for pid in procs.ancestors(peer_pid) if pid in RUNNING}
+        lineage = [peer_pid, *procs.ancestors(peer_pid)]  # a helper may exec credhelper itself
+        asking = {RUNNING[pid] for pid in lineage if pid in RUNNING}
         if not asking:
             return
         with self._lock:
