@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from botocore.eventstream import EventStreamBuffer
 from claude_harness.fake_bedrock import Behaviour, CredentialBook, FakeBedrock, serve
 
 if TYPE_CHECKING:
-    from conftest import ClaudeCode
+    from conftest import ClaudeCode, MotoServer
 
 AKID = "ASIATESTHARNESS0001"
 CREDS = {
@@ -139,6 +141,26 @@ def test_an_expired_token_answer_makes_claude_rerun_the_helper(claude_code: Clau
     assert run.helper_invocations() >= 2, run.report()
     answers = [r["answer"] for r in run.bedrock_requests() if r["op"] == "invoke-with-response-stream"]
     assert answers[0] == 403 and answers[-1] == 200, run.report()
+
+
+@pytest.mark.e2e
+def test_the_namespace_cannot_reach_the_hosts_loopback(claude_code: ClaudeCode, moto: MotoServer) -> None:
+    """Inside, the host's moto (127.0.0.1 outside) is unreachable: the setup
+    exits 9 if it gets through, which would make the run a harness error."""
+    probe = f"import urllib.request; urllib.request.urlopen('{moto.url}/moto-api/', timeout=3)"
+    setup = f"if {shlex.quote(sys.executable)} -c {shlex.quote(probe)}; then exit 9; fi"
+
+    run = claude_code(fixed_helper(CREDS), netns_setup=setup, expect_akid=AKID)
+
+    assert run.passed, run.report()
+
+
+@pytest.mark.e2e
+def test_a_failing_setup_is_a_harness_error(claude_code: ClaudeCode) -> None:
+    run = claude_code(fixed_helper(CREDS), netns_setup="echo no-server-here >&2; exit 7")
+
+    assert not run.passed and run.rc == 2, run.report()
+    assert "NETNS_SETUP failed (exit 7): no-server-here" in run.report()
 
 
 @pytest.mark.e2e

@@ -200,15 +200,18 @@ def run(spec: Spec) -> dict[str, Any]:
         write_settings(spec, w, server.url)
         if spec.netns_setup:
             setup_env = {**os.environ, "W": str(w), "NETNS_PIDFILE": str(pidfile)}
-            try:
-                done = subprocess.run(["bash", "-c", spec.netns_setup], env=setup_env, cwd=w,
-                                      stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                      timeout=SETUP_TIMEOUT)
-            except subprocess.TimeoutExpired as exc:
-                raise HarnessError(f"NETNS_SETUP did not finish within {SETUP_TIMEOUT:.0f} s") from exc
-            (w / "netns_setup.log").write_text(done.stdout + done.stderr)
+            # output to a file, not a pipe: what the setup leaves running may keep a pipe open
+            log = w / "netns_setup.log"
+            with open(log, "wb") as out:
+                try:
+                    done = subprocess.run(["bash", "-c", spec.netns_setup], env=setup_env, cwd=w,
+                                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                          timeout=SETUP_TIMEOUT)
+                except subprocess.TimeoutExpired as exc:
+                    raise HarnessError(f"NETNS_SETUP did not finish within {SETUP_TIMEOUT:.0f} s") from exc
             if done.returncode != 0:
-                raise HarnessError(f"NETNS_SETUP failed (exit {done.returncode}): {done.stderr[-1000:]}")
+                tail = log.read_text(errors="replace")[-1000:]
+                raise HarnessError(f"NETNS_SETUP failed (exit {done.returncode}): {tail}")
         env = claude_env(spec, w, server.url)
         result["version"] = claude_version(spec, env, w)
         result.update(run_claude(claude_argv(spec, w), env, w, spec.cc_timeout))
