@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 import claude_harness
 import pytest
 from claude_harness import ClaudeRun
+from leakguard import leak_guard  # noqa: F401 - the autouse secret-leak guard, for every test
 
 REPO = Path(__file__).resolve().parent.parent
 CREDHELPER = os.path.join(os.path.dirname(sys.executable), "credhelper")
@@ -126,6 +127,7 @@ import moto.server
 LOG = os.environ["CREDHELPER_TEST_MOTO_RESPONSES"]
 LOCK = threading.Lock()
 AKID = re.compile(rb"<AccessKeyId>([^<]+)</AccessKeyId>")
+SECRET = re.compile(rb"<(?:SecretAccessKey|SessionToken)>([^<]+)</")  # for tests/leakguard.py
 ROOT = re.compile(rb"<(\\w+)Response[\\s>]")
 
 
@@ -151,6 +153,7 @@ def wrap(app):
                 "status": int(str(seen.get("status", "0")).split()[0]),
                 "action": m.group(1).decode() if m else None,
                 "akids": [a.decode() for a in AKID.findall(body)],
+                "secrets": [a.decode() for a in SECRET.findall(body)],
             }
             with LOCK:
                 with open(LOG, "a") as f:
