@@ -718,11 +718,20 @@ def test_swapped_items_are_detected(tmp_path: Path) -> None:
         store.get("v1/creds/b")
 
 
-def test_wrong_key_is_corrupt_item(tmp_path: Path) -> None:
+def test_wrong_key_is_refused_at_open_with_the_key_file_named(tmp_path: Path) -> None:
+    """A key that opens none of the items is a wrong key_file, not a corrupt
+    store: refused when the store opens (nothing written with it), with the
+    advice to check key_file and never to delete anything."""
     file_store(tmp_path).set(KEY, "value")
+    path = file_store(tmp_path).path
+    before = Path(path).read_bytes()
     write_key_file(tmp_path / "key")  # a different key
-    with pytest.raises(CorruptItem):
-        file_store(tmp_path).get(KEY)
+    with pytest.raises(StoreUnavailable) as info:
+        file_store(tmp_path)
+    message = str(info.value)
+    assert "check key_file" in message and "do not delete" in message
+    assert "logout" not in message and "remove" not in message
+    assert Path(path).read_bytes() == before
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,31 @@ class EncryptedFileStore:
             _private_default_dir(os.path.dirname(path))
         if settings.key_file in ("", "keyring"):
             key = key_from_keyring(path, settings.keyring_service, deadline)
-            return cls(path, key, key_source="key in keyring")
-        key_path = find_key_file(settings)
-        return cls(path, read_key_file(key_path), key_source=f"key file {key_path}")
+            store = cls(path, key, key_source="key in keyring")
+        else:
+            key_path = find_key_file(settings)
+            store = cls(path, read_key_file(key_path), key_source=f"key file {key_path}")
+        store.check_key(settings.path or "the credhelper settings")
+        return store
+
+    def check_key(self, settings_path: str) -> None:
+        """Refuse a key that opens none of the file's items: a wrong key_file
+        must not read as "every item is corrupt", nor get new items written
+        under it next to the old ones. Nothing is deleted."""
+        items = read_items(self.path)
+        if not items:
+            return
+        for name, blob in items.items():
+            try:
+                self._decrypt(name, blob)
+                return
+            except CorruptItem:
+                continue
+        raise StoreUnavailable(
+            f"the encrypted-file store {self.path} cannot be decrypted with its "
+            f"{self.description.split(', ', 1)[-1].rstrip(')')}: check key_file in {settings_path} "
+            "(the key the store was written with); do not delete the store"
+        )
 
     # -- the Store protocol -------------------------------------------------
 
