@@ -15,6 +15,7 @@ import os
 import socket
 import string
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,12 @@ from daemon_helpers import Daemon, Daemons, write_setup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from credhelper import protocol
+from credhelper import protocol, sources
 from credhelper import settings as settings_mod
 from credhelper.config import AwsConfig
 from credhelper.errors import CredhelperError
+from credhelper.sources.base import ClientFactory, Context
+from credhelper.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from conftest import AwsEnv
@@ -321,3 +324,37 @@ class TestAwsConfig:
         for name in list(config.profiles)[:5]:
             config.profile(name)
             config.get(name, "region")
+
+    @FUZZ
+    @given(ini_text().map(lambda t: t.encode("utf-8", "surrogatepass")))
+    def test_every_profile_resolves_or_is_a_config_error(
+        self, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, raw: bytes
+    ) -> None:
+        """Choosing a profile's source (no upstream call is made) from whatever
+        the file says: a Source or a CredhelperError naming the fix."""
+        path = tmp_path_factory.getbasetemp() / "fuzz-aws-config-2"
+        path.write_bytes(raw)
+        with monkeypatch.context() as m:
+            m.setenv("AWS_CONFIG_FILE", str(path))
+            m.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+            m.delenv("AWS_PROFILE", raising=False)
+            try:
+                config = AwsConfig.load()
+            except CredhelperError:
+                return
+            ctx = Context(
+                config=config, settings=settings_mod.Settings(store="memory"), store=MemoryStore(),
+                clients=ClientFactory(config), credentials_of=_no_chain, environ={},
+                now=lambda: datetime.now(UTC),
+            )
+            for name in list(config.profiles)[:5]:
+                try:
+                    source = sources.resolve(name, ctx)
+                except CredhelperError:
+                    continue
+                assert source.profile == name
+                source.basis()
+
+
+def _no_chain(profile: str, chain: tuple[str, ...]) -> Any:
+    raise AssertionError("resolve() must not fetch a source profile's credentials")
