@@ -1,0 +1,693 @@
+"""The fault matrix (issue 8, "Also"): one test per fault that no other module
+already covers in full; docs/reliability.md lists every row and names the test
+that proves it (this module's or another's), and tests/test_reliability_doc.py
+keeps that table true.
+
+Each test runs the real `credhelper` (subprocesses of the installed console
+script, a real daemon where one is involved) against moto or a small STS
+stand-in, and checks what the user sees (exit code, empty stdout, exactly one
+stderr line, `status --json`) and what is left afterwards (the store still
+reads, nothing lost, still-valid credentials still served, with no upstream
+call). Faults are real where this machine allows: a full tmpfs (ENOSPC) in a
+private mount namespace, a network namespace without a route, a listener whose
+accept queue is full (a blackhole), SIGKILL, libfaketime for the clock.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import pytest
+from conftest import unavailable
+from daemon_helpers import ROLE_ARN, Daemons, parse_export, write_setup
+
+if TYPE_CHECKING:
+    from conftest import AwsEnv
+    from daemon_helpers import Export
+
+OTHER_ARN = "arn:aws:iam::123456789012:role/other"
+#: a second role on the same source keys: the profile a fault hits while `dev` is cached
+OTHER = f"[profile other]\nrole_arn = {OTHER_ARN}\nsource_profile = base\nregion = us-east-1\n"
+#: process start-up and teardown on top of a budget (2 shared cores, a loaded CI box)
+SLACK = 8.0
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def one_line(proc: subprocess.CompletedProcess[str] | Export, code: int, *needles: str) -> str:
+    """The failure contract: exit `code`, empty stdout, one stderr line with the fix."""
+    rc = proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.rc
+    assert rc == code, f"rc={rc} stderr={proc.stderr!r}"
+    assert proc.stdout == "", proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and proc.stderr.endswith("\n"), proc.stderr
+    assert lines[0].startswith("credhelper: ") and "Traceback" not in lines[0], lines[0]
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def export(aws_env: AwsEnv, profile: str = "dev", *, env: dict[str, str | None] | None = None,
+           timeout: float = 90) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`credhelper export --profile P` and how long it took."""
+    started = time.monotonic()
+    done = aws_env.run("export", "--profile", profile, env=env, timeout=timeout)
+    return done, time.monotonic() - started
+
+
+def creds_of(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert done.returncode == 0, f"rc={done.returncode} stderr={done.stderr!r}"
+    assert done.stderr == "", done.stderr
+    return parse_export(done.stdout)
+
+
+def cached(aws_env: AwsEnv, *extra_settings: str) -> dict[str, str]:
+    """`dev` and `other` configured on an encrypted-file store, `dev` exported
+    once from moto (now cached); returns dev's credentials."""
+    write_setup(aws_env, extra_config=OTHER, extra_settings="".join(extra_settings))
+    first = creds_of(export(aws_env)[0])
+    assert aws_env.moto.calls("AssumeRole") == 1
+    return first
+
+
+def still_served(aws_env: AwsEnv, first: dict[str, str], *,
+                 env: dict[str, str | None] | None = None) -> None:
+    """`dev`'s cached credentials are still exported, without an upstream call."""
+    calls = aws_env.moto.calls("AssumeRole")
+    assert creds_of(export(aws_env, env=env)[0]) == first
+    assert aws_env.moto.calls("AssumeRole") == calls
+
+
+def status_json(aws_env: AwsEnv) -> dict[str, Any]:
+    done = aws_env.run("status", "--json")
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def profile_status(aws_env: AwsEnv, profile: str) -> dict[str, Any]:
+    (row,) = [p for p in status_json(aws_env)["profiles"] if p["profile"] == profile]
+    return dict(row)
+
+
+def libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        unavailable("libfaketime is not installed (apt-get install faketime)")
+    return found[0]
+
+
+def need_root_namespaces() -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        unavailable("needs root and unshare(1) for a private mount/network namespace")
+
+
+# ------------------------------------------------------------------ an STS stand-in
+
+
+def sts_error(code: str, message: str, kind: str = "Sender") -> str:
+    return (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            f"<Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+
+
+#: what the stand-in does with one request: (status, body), or None for silence
+Answer = Callable[[dict[str, str]], "tuple[int, str] | None"]
+
+
+class StsStandIn:
+    """STS on 127.0.0.1 answering `answer(form)`; records each request's form.
+    Silence (None) holds the connection open until the stand-in stops."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[dict[str, str]] = []
+        self.stop = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                outer.requests.append(form)
+                reply = outer.answer(form)
+                if reply is None:
+                    outer.stop.wait(120)
+                    return
+                status, body = reply
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls(self, role: str) -> int:
+        return sum(1 for f in self.requests if f.get("RoleArn") == role)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sts() -> Iterator[Callable[[Answer], StsStandIn]]:
+    made: list[StsStandIn] = []
+
+    def make(answer: Answer) -> StsStandIn:
+        made.append(StsStandIn(answer))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def daemons(aws_env: AwsEnv) -> Iterator[Daemons]:
+    started = Daemons(aws_env)
+    yield started
+    started.close()
+
+
+# ================================================================== upstream
+
+
+def test_sts_throttling(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn],
+                        daemons: Daemons) -> None:
+    """STS throttles every AssumeRole of `other` while a daemon serves `dev`: the
+    export of `other` is retried (botocore's standard retries) and then ends with
+    exit 6 naming Throttling, well inside the 30 s budget; `status --json` shows
+    the error on `other`; `dev` is still served from the daemon's memory."""
+    first = cached(aws_env)
+    stand_in = sts(lambda form: (400, sts_error("Throttling", "Rate exceeded")))
+    aws_env.env["AWS_ENDPOINT_URL_STS"] = stand_in.url
+    d = daemons.start()
+    assert creds_of(export(aws_env)[0]) == first  # loaded from the store
+
+    done, took = export(aws_env, "other")
+    one_line(done, 6, "other", "Throttling", "try again")
+    assert took < 30 + SLACK, took
+    assert 1 < stand_in.calls(OTHER_ARN) <= 10, stand_in.requests
+    row = profile_status(aws_env, "other")
+    assert "Throttling" in (row["last_error"] or ""), row
+    assert not row["login_required"]
+
+    assert creds_of(export(aws_env)[0]) == first
+    assert d.events("export", profile="dev")[-1]["served_by"] == "memory"
+    assert stand_in.calls(ROLE_ARN) == 0 and aws_env.moto.calls("AssumeRole") == 1
+    assert profile_status(aws_env, "dev")["last_error"] is None
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_sts_5xx(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn], status: int) -> None:
+    """STS answers 5xx every time (no daemon): retried, then exit 6 with AWS's
+    code; the store still serves `dev` with no upstream call."""
+    first = cached(aws_env)
+    code = "InternalFailure" if status == 500 else "ServiceUnavailable"
+    stand_in = sts(lambda form: (status, sts_error(code, "try later", kind="Receiver")))
+    env: dict[str, str | None] = {"AWS_ENDPOINT_URL_STS": stand_in.url}
+    done, took = export(aws_env, "other", env=env)
+    one_line(done, 6, "other", code)
+    assert took < 30 + SLACK, took
+    assert 1 < stand_in.calls(OTHER_ARN) <= 10, stand_in.requests
+    still_served(aws_env, first, env=env)
+    assert stand_in.calls(ROLE_ARN) == 0
+
+
+def test_sts_expired_token(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn]) -> None:
+    """STS says ExpiredToken (the signing credentials expired; moto never does):
+    exit 6 at once (not retried), naming the code and saying to renew the
+    source credentials; `dev` still served."""
+    first = cached(aws_env)
+    stand_in = sts(lambda form: (
+        403, sts_error("ExpiredToken", "The security token included in the request is expired")))
+    env: dict[str, str | None] = {"AWS_ENDPOINT_URL_STS": stand_in.url}
+    done, _ = export(aws_env, "other", env=env)
+    one_line(done, 6, "other", "ExpiredToken", "renew")
+    assert stand_in.calls(OTHER_ARN) == 1
+    still_served(aws_env, first, env=env)
+
+
+def test_sts_connect_timeout(aws_env: AwsEnv) -> None:
+    """STS's port is a blackhole (a listener whose accept queue is full: SYNs are
+    dropped, connect never completes): exit 6 within the export budget
+    (export_timeout = 10 here), saying to check the network; `dev` still served."""
+    first = cached(aws_env, "export_timeout = 10\n")
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue: further SYNs are dropped
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            fillers.append(c)
+        env: dict[str, str | None] = {"AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{port}"}
+        done, took = export(aws_env, "other", env=env)
+        one_line(done, 6, "other", "network")
+        assert took < 10 + SLACK, took
+        still_served(aws_env, first, env=env)
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
+
+
+def test_sts_read_timeout(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn]) -> None:
+    """STS accepts the request and never answers: exit 6 within the budget
+    (export_timeout = 5, the floor), not after botocore's per-read timeouts
+    and retries; `dev` still served."""
+    first = cached(aws_env, "export_timeout = 5\n")
+    stand_in = sts(lambda form: None)
+    env: dict[str, str | None] = {"AWS_ENDPOINT_URL_STS": stand_in.url}
+    done, took = export(aws_env, "other", env=env)
+    one_line(done, 6, "other", "5 s budget", "export_timeout")
+    assert took < 5 + SLACK, took
+    assert stand_in.calls(OTHER_ARN) >= 1
+    still_served(aws_env, first, env=env)
+
+
+def test_network_unreachable(aws_env: AwsEnv) -> None:
+    """No network at all (a network namespace without routes: ENETUNREACH, as on
+    a laptop offline): exit 6 at once saying AWS cannot be reached; `dev`'s
+    cached credentials are still exported offline."""
+    need_root_namespaces()
+    first = cached(aws_env)
+
+    def offline(profile: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["unshare", "-n", aws_env.credhelper, "export", "--profile", profile],
+            env=aws_env.environ({"AWS_ENDPOINT_URL_STS": "http://192.0.2.1:9"}),
+            cwd=aws_env.home, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=60, check=False)
+
+    started = time.monotonic()
+    one_line(offline("other"), 6, "other", "cannot reach AWS", "check the network")
+    assert time.monotonic() - started < 30 + SLACK
+    assert creds_of(offline("dev")) == first
+    assert aws_env.moto.calls("AssumeRole") == 1
+
+
+# ================================================================== store
+
+
+class PrivateKeyring:
+    """gnome-keyring on a D-Bus session of its own (a throwaway HOME, a known
+    password), so that a test can lock its login collection without touching
+    the suite's keyring."""
+
+    PASSWORD = "fault-matrix"
+
+    def __init__(self, home: Path) -> None:
+        if not shutil.which("gnome-keyring-daemon") or not shutil.which("dbus-daemon"):
+            unavailable("gnome-keyring-daemon / dbus-daemon not installed (scripts/test installs them)")
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.bus = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        assert self.bus.stdout is not None
+        self.address = self.bus.stdout.readline().strip()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+               "DBUS_SESSION_BUS_ADDRESS": self.address}
+        self.env = env
+        self.keyring = subprocess.Popen(
+            ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            text=True)
+        assert self.keyring.stdin is not None
+        self.keyring.stdin.write(self.PASSWORD)
+        self.keyring.stdin.close()
+        deadline = time.monotonic() + 20
+        while self.secretstorage("assert not secretstorage.get_default_collection(c).is_locked()"):
+            if time.monotonic() > deadline:
+                self.close()
+                unavailable("the private gnome-keyring did not come up")
+            time.sleep(0.1)
+
+    def secretstorage(self, code: str) -> int:
+        """Run `code` with `c` a secretstorage connection to this keyring; its exit status."""
+        prog = f"import secretstorage\nc = secretstorage.dbus_init()\n{code}\n"
+        return subprocess.run([sys.executable, "-c", prog], env=self.env, capture_output=True,
+                              timeout=30, check=False).returncode
+
+    def lock(self) -> None:
+        assert self.secretstorage("col = secretstorage.get_default_collection(c)\ncol.lock()\n"
+                                  "assert col.is_locked()") == 0
+
+    def unlock(self) -> None:
+        code = f"""
+from jeepney import DBusAddress, new_method_call
+from jeepney.wrappers import unwrap_msg
+svc = DBusAddress("/org/freedesktop/secrets", bus_name="org.freedesktop.secrets",
+                  interface="org.freedesktop.Secret.Service")
+_, session = unwrap_msg(c.send_and_get_reply(new_method_call(svc, "OpenSession", "sv",
+                                                             ("plain", ("s", "")))))
+col = secretstorage.get_default_collection(c)
+internal = DBusAddress("/org/freedesktop/secrets", bus_name="org.freedesktop.secrets",
+                       interface="org.gnome.keyring.InternalUnsupportedGuiltRiddenInterface")
+unwrap_msg(c.send_and_get_reply(new_method_call(internal, "UnlockWithMasterPassword",
+    "o(oayays)", (col.collection_path, (session, b"", {self.PASSWORD.encode()!r}, "text/plain")))))
+assert not col.is_locked()
+"""
+        assert self.secretstorage(code) == 0
+
+    def close(self) -> None:
+        for proc in (self.keyring, self.bus):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.mark.keyring
+def test_keyring_locked(aws_env: AwsEnv, tmp_path: Path) -> None:
+    """The keyring gets locked (screen lock, a keyring that locks on idle): export
+    exits 5 at once saying the keyring is locked, with no upstream call and no
+    fallback to a file; once unlocked, the same credentials are served again
+    (nothing lost, no new mint)."""
+    kr = PrivateKeyring(tmp_path / "keyring-home")
+    try:
+        write_setup(aws_env, store='store = "keyring"\nkeyring_service = "fault-matrix"\n')
+        env: dict[str, str | None] = {"DBUS_SESSION_BUS_ADDRESS": kr.address}
+        first = creds_of(export(aws_env, env=env)[0])
+        kr.lock()
+        done, took = export(aws_env, env=env)
+        one_line(done, 5, "keyring is locked")
+        assert took < 10 + SLACK, took
+        assert aws_env.moto.calls("AssumeRole") == 1
+        kr.unlock()
+        still_served(aws_env, first, env=env)
+    finally:
+        kr.close()
+
+
+def test_truncated_store_file(aws_env: AwsEnv) -> None:
+    """The encrypted store file cut short (a crash of another tool, a full disk
+    elsewhere): exit 5 naming the file and saying to move it away; the file is
+    never overwritten (what it holds can still be recovered), nothing is minted."""
+    write_setup(aws_env, extra_config=OTHER)
+    creds_of(export(aws_env)[0])
+    creds_of(export(aws_env, "other")[0])
+    store = aws_env.home / "store.enc"
+    whole = store.read_bytes()
+    store.write_bytes(whole[: len(whole) // 2])
+    for profile in ("dev", "other"):
+        one_line(export(aws_env, profile)[0], 5, str(store), "move")
+    assert store.read_bytes() == whole[: len(whole) // 2]
+    assert aws_env.moto.calls("AssumeRole") == 2
+
+
+def test_wrong_key(aws_env: AwsEnv) -> None:
+    """The key file replaced by another key (restored from the wrong backup):
+    no item authenticates, so the store is refused (exit 5, one line naming the
+    key file and saying not to delete the store) rather than read as "every item
+    is corrupt" and overwritten; nothing is minted or written. The right key
+    brings every item back: both profiles served with no new mint."""
+    write_setup(aws_env, extra_config=OTHER)
+    first = creds_of(export(aws_env)[0])
+    second = creds_of(export(aws_env, "other")[0])
+    key, store = aws_env.home / "store.key", aws_env.home / "store.enc"
+    right, before = key.read_bytes(), store.read_bytes()
+    key.write_bytes(os.urandom(32))
+    for profile in ("dev", "other"):
+        one_line(export(aws_env, profile)[0], 5, str(key), "do not delete the store")
+    assert store.read_bytes() == before
+    assert aws_env.moto.calls("AssumeRole") == 2
+    key.write_bytes(right)
+    assert creds_of(export(aws_env, "other")[0]) == second
+    still_served(aws_env, first)
+    assert aws_env.moto.calls("AssumeRole") == 2
+
+
+DISK_FULL = """
+set -u
+mount -t tmpfs -o size=64k tmpfs "$D"
+cp "$SAVED" "$D/store.enc"
+dd if=/dev/zero of="$D/filler" bs=1k count=128 2>/dev/null
+"$@" --profile other 2>"$D/../other.err"; echo "other=$?" >"$D/../rcs"
+"$@" --profile dev 2>"$D/../dev.err"; echo "dev=$?" >>"$D/../rcs"
+cp "$D/store.enc" "$D/../after.enc"
+"""
+
+
+def test_disk_full(aws_env: AwsEnv) -> None:
+    """The store's file system is full (a 64 KiB tmpfs filled to the last block,
+    in a private mount namespace: a real ENOSPC). An export that has to mint
+    and store exits 5 with one line naming the store file and "free space";
+    the store file is not half-written, and `dev`'s cached credentials are
+    still served from it on the full disk, with no upstream call."""
+    need_root_namespaces()
+    first = cached(aws_env)
+    store = aws_env.home / "store.enc"
+    before = store.read_bytes()
+    mnt, saved = aws_env.home / "full", aws_env.home / "saved.enc"
+    mnt.mkdir()
+    saved.write_bytes(before)
+    # the store lives on the full file system: point the settings at it
+    settings = aws_env.settings_file.read_text().replace(str(store), str(mnt / "store.enc"))
+    aws_env.write_settings(settings)
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", DISK_FULL, "sh",
+         aws_env.credhelper, "export"],
+        env=aws_env.environ({"D": str(mnt), "SAVED": str(saved)}),
+        cwd=aws_env.home, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    rcs = dict(line.split("=") for line in (aws_env.home / "rcs").read_text().split())
+    err = (aws_env.home / "other.err").read_text()
+    assert rcs["other"] == "5", err
+    assert err.count("\n") == 1 and err.startswith("credhelper: "), err
+    assert "No space left on device" in err and "free space" in err, err
+    assert rcs["dev"] == "0", (aws_env.home / "dev.err").read_text()
+    assert parse_export(done.stdout) == first  # only dev's export printed anything
+    assert (aws_env.home / "after.enc").read_bytes() == before
+    assert aws_env.moto.calls("AssumeRole") == 2  # `other` was minted, then not stored
+
+
+WRITER = """
+import os, sys
+from credhelper.settings import load
+from credhelper.store import open_store
+store = open_store(load())
+n = 0
+while True:
+    n += 1
+    store.set("v1/test/churn", f"value-{n}-" + "x" * (n % 5000))
+"""
+
+
+def test_kill9_mid_write(aws_env: AwsEnv) -> None:
+    """A writer of the encrypted-file store killed with SIGKILL at varying points
+    of its write loop, 20 times: the store always opens, `dev`'s cached credentials are intact and
+    served with no upstream call, and no temporary file is left to grow."""
+    first = cached(aws_env)
+    store = aws_env.home / "store.enc"
+    script = aws_env.home / "writer.py"
+    script.write_text(WRITER)
+    env = aws_env.environ()
+    blobs = set()
+    for i in range(20):
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=aws_env.home,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.45 + (i % 7) * 0.05)  # import time, then somewhere inside the writes
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+        items = json.loads(store.read_text())["items"]  # whole, never torn
+        blobs.add(items.get("v1/test/churn"))
+    assert len(blobs - {None}) >= 15, "the writer was not killed while writing"
+    still_served(aws_env, first)
+    leftovers = [p.name for p in store.parent.iterdir() if p.name.startswith(store.name) and p != store
+                 and not p.name.endswith(".lock")]
+    assert len(leftovers) <= 1, leftovers
+
+
+# ================================================================== clock
+
+
+def test_clock_jumps(aws_env: AwsEnv) -> None:
+    """The wall clock jumps (suspend/resume, an NTP step), seen by the export
+    through libfaketime while AWS keeps real time:
+    - 2 h back: cached credentials look fresher; still served (they are valid at AWS);
+    - 50 min forward: the cached ones look due, so a new set is minted (never
+      handed out with 7 min or less left by the clock the client sees);
+    - 3 h forward: everything AWS issues looks expired already; exit 6 with one
+      line (one mint, no loop); back on time, the credentials minted last are
+      served. (The line should name the clock: test_clock_far_ahead_names_the_clock.)"""
+    lib = libfaketime()
+    first = cached(aws_env)
+
+    def at(offset: str) -> subprocess.CompletedProcess[str]:
+        return export(aws_env, env={"LD_PRELOAD": lib, "FAKETIME": offset,
+                                    "FAKETIME_DONT_FAKE_MONOTONIC": "1"})[0]
+
+    assert creds_of(at("-2h")) == first
+    assert aws_env.moto.calls("AssumeRole") == 1
+    second = creds_of(at("+50m"))
+    assert second["AccessKeyId"] != first["AccessKeyId"]
+    assert aws_env.moto.calls("AssumeRole") == 2
+    one_line(at("+3h"), 6, "dev", "valid for only -")
+    assert aws_env.moto.calls("AssumeRole") == 3  # one mint, no loop
+    assert creds_of(export(aws_env)[0]) == second
+    assert aws_env.moto.calls("AssumeRole") == 3
+
+
+@pytest.mark.xfail(strict=True, reason="bug reported to the lead: broker._checked says "
+                   "'raise duration_seconds or renew them' for credentials that are already "
+                   "expired by this machine's clock; the fix is the clock")
+def test_clock_far_ahead_names_the_clock(aws_env: AwsEnv) -> None:
+    """With the clock 3 h ahead, everything AWS issues looks expired: the line
+    says to check the system clock (duration_seconds cannot help)."""
+    lib = libfaketime()
+    write_setup(aws_env)
+    done = export(aws_env, env={"LD_PRELOAD": lib, "FAKETIME": "+3h",
+                                "FAKETIME_DONT_FAKE_MONOTONIC": "1"})[0]
+    one_line(done, 6, "clock")
+
+
+# ================================================================== configuration and daemon
+
+
+def test_malformed_config_with_daemon(aws_env: AwsEnv, daemons: Daemons) -> None:
+    """The AWS config is broken while the daemon serves (an editor's half-saved
+    file): the daemon keeps its last good configuration (logged), so `dev` is
+    still served from memory; a profile it does not hold exits 3 naming the
+    file, as does `status`; once the file is fixed everything is served again
+    (nothing lost, `dev` not minted again)."""
+    first = cached(aws_env)
+    d = daemons.start()
+    assert creds_of(export(aws_env)[0]) == first
+    good = aws_env.config_file.read_text()
+    aws_env.config_file.write_text("[profile dev\nrole_arn = x\n  = = =\n")
+    assert creds_of(export(aws_env)[0]) == first
+    d.wait_for("reload", outcome="kept_old_config")
+    one_line(export(aws_env, "other")[0], 3, str(aws_env.config_file), "fix the syntax")
+    one_line(aws_env.run("status", "--json"), 3, str(aws_env.config_file))
+    assert d.running() and d.ping() == d.pid
+    aws_env.config_file.write_text(good)
+    still_served(aws_env, first)
+    creds_of(export(aws_env, "other")[0])
+    assert status_json(aws_env)["daemon"]["pid"] == d.pid
+    assert aws_env.moto.calls("AssumeRole") == 2
+
+
+@pytest.mark.xfail(strict=True, reason="bug reported to the lead: the daemon's mint path lets "
+                   "botocore's ConfigParseError through as an internal error (the client then "
+                   "falls back and the direct path says exit 3); it should answer exit 3 itself")
+def test_daemon_answers_config_errors_itself(aws_env: AwsEnv, daemons: Daemons) -> None:
+    """With a broken config the daemon answers `other` with exit 3 itself, not
+    with an internal error that the client has to redo on the direct path."""
+    cached(aws_env)
+    d = daemons.start()
+    aws_env.config_file.write_text("[profile dev\nrole_arn = x\n  = = =\n")
+    one_line(export(aws_env, "other")[0], 3, str(aws_env.config_file))
+    assert not d.events("export", served_by="error", error="ConfigParseError"), d.tail()
+
+
+def test_socket_path_is_a_regular_file(aws_env: AwsEnv, daemons: Daemons) -> None:
+    """CREDHELPER_SOCKET names a regular file: export takes the direct path at
+    once (exit 0, nothing on stderr); the daemon replaces the stale file with
+    its socket and serves."""
+    first = cached(aws_env)
+    aws_env.socket.parent.mkdir(mode=0o700, exist_ok=True)
+    aws_env.socket.write_text("not a socket\n")
+    done, took = export(aws_env)
+    assert creds_of(done) == first and took < 5
+    d = daemons.start()
+    assert creds_of(export(aws_env)[0]) == first
+    assert d.events("export", profile="dev"), d.tail()  # through the daemon
+    assert aws_env.socket.is_socket()
+    assert aws_env.moto.calls("AssumeRole") == 1
+
+
+def test_socket_path_taken_by_a_foreign_listener(aws_env: AwsEnv) -> None:
+    """Another program of the same user listens on CREDHELPER_SOCKET and never
+    speaks the protocol (no greeting): export treats it as a hung daemon and
+    falls back to the direct path after HUNG_TIMEOUT, exit 0; one that answers
+    garbage at once is left at once."""
+    from credhelper.fastpath import HUNG_TIMEOUT
+
+    first = cached(aws_env)
+    aws_env.socket.parent.mkdir(mode=0o700, exist_ok=True)
+    for greeting, limit in ((b"", HUNG_TIMEOUT + SLACK), (b"HTTP/1.1 400 Bad Request\r\n\r\n", SLACK)):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(aws_env.socket))
+        listener.listen(8)
+        stop = threading.Event()
+
+        def serve(sock: socket.socket = listener, data: bytes = greeting,
+                  halt: threading.Event = stop) -> None:
+            held = []
+            sock.settimeout(0.2)
+            while not halt.is_set():
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    continue
+                if data:
+                    conn.sendall(data)
+                    conn.close()
+                else:
+                    held.append(conn)
+            for c in held:
+                c.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            done, took = export(aws_env)
+            assert creds_of(done) == first
+            assert took < limit, (greeting, took)
+        finally:
+            stop.set()
+            thread.join(10)
+            listener.close()
+            aws_env.socket.unlink()
+    assert aws_env.moto.calls("AssumeRole") == 1
+
+
+def test_two_daemons(aws_env: AwsEnv, daemons: Daemons) -> None:
+    """A second `credhelper daemon` on the same socket: exit 2 (a human must
+    act; the service does not restart on it), one line naming the socket; the
+    first keeps serving and `status --json` shows its pid."""
+    first = cached(aws_env)
+    d = daemons.start()
+    second = aws_env.run("daemon", timeout=60)
+    one_line(second, 2, "another credhelper daemon", str(aws_env.socket))
+    assert d.running() and d.ping() == d.pid
+    assert status_json(aws_env)["daemon"]["pid"] == d.pid
+    assert creds_of(export(aws_env)[0]) == first
+    assert aws_env.moto.calls("AssumeRole") == 1
+
+
