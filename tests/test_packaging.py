@@ -79,6 +79,29 @@ def test_formula_pins_every_resource_from_the_lock() -> None:
     assert f'url "{release["url"]}"\n  sha256 "{release["sha256"]}"' in text
 
 
+def test_lock_markers_follow_where_a_package_is_needed() -> None:
+    """lock.py's graph walk (no network): a package needed on Linux only, or
+    below Python 3.12 only, gets exactly that marker; an unresolved one is an error."""
+    import lock  # packaging/lock.py
+
+    pinned = {
+        "app-dep": {"version": "1.0", "requires_dist": [
+            'linux-only>=1; sys_platform == "linux"', 'old-py; python_version < "3.12"', "both"]},
+        "linux-only": {"version": "2.0", "requires_dist": ["both"]},
+        "old-py": {"version": "3.0", "requires_dist": None},
+        "both": {"version": "4.0", "requires_dist": ['pywin; sys_platform == "win32"']},
+    }
+    needed = lock.walk(["app-dep>=1"], pinned)
+    markers = {name: lock.marker_for(targets) for name, targets in needed.items()}
+    assert markers == {"app-dep": "", "both": "", "linux-only": 'sys_platform == "linux"',
+                       "old-py": 'python_version < "3.12"'}
+    pinned["app-dep"]["requires_dist"].append('mac-only; sys_platform == "darwin"')
+    with pytest.raises(SystemExit, match="mac-only"):
+        lock.walk(["app-dep>=1"], pinned)
+    with pytest.raises(SystemExit, match="conflicts"):
+        lock.walk(["app-dep>=2"], pinned)
+
+
 def test_ruby_parses_the_formula() -> None:
     ruby = shutil.which("ruby")
     if ruby is None:
@@ -152,6 +175,13 @@ def test_pipx_installed_credhelper(release: dict[str, Path], tmp_path: Path) -> 
     dry = run("service", "install", "--dry-run", via=venv / "bin" / "credhelper")
     assert f"ExecStart={venv}/bin/credhelper daemon" in dry.stdout
     assert not (tmp_path / ".config" / "systemd").exists()  # a dry run writes nothing
+    # what the Homebrew formula's `test do` block checks
+    (tmp_path / "config").write_text("[profile real]\nregion = us-east-1\n")
+    (tmp_path / "credhelper.toml").write_text('store = "memory"\n')
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "config"), CREDHELPER_CONFIG=str(tmp_path / "credhelper.toml"))
+    missing = run("export", "--profile", "missing")
+    assert (missing.returncode, missing.stdout) == (3, ""), missing.stderr
+    assert "Print credentials" in run("export", "--help").stdout
 
 
 @pytest.mark.slow
