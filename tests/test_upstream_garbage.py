@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from daemon_helpers import BASE_SECRET, write_setup
+from daemon_helpers import BASE_SECRET, Daemons, write_setup
 
 if TYPE_CHECKING:
     from conftest import AwsEnv
@@ -133,3 +133,24 @@ def test_real_aws_errors_keep_their_message(aws_env: AwsEnv, garbage: Garbage) -
     assert done.returncode == 6, done.stderr
     assert "AccessDenied" in done.stderr and "not authorized to perform" in done.stderr
     assert "non-AWS answer" not in done.stderr
+
+
+@pytest.mark.parametrize("case", ["200 truncated", "502 html"])
+def test_non_aws_answer_through_the_daemon(aws_env: AwsEnv, garbage: Garbage, case: str) -> None:
+    """The same through a running daemon: the export's line, `status` and the
+    daemon's log name the endpoint; the daemon keeps serving."""
+    garbage.answer = CASES[case]
+    aws_env.env["AWS_ENDPOINT_URL_STS"] = garbage.url
+    write_setup(aws_env)
+    daemons = Daemons(aws_env)
+    try:
+        d = daemons.start()
+        done = aws_env.run("export", "--profile", "dev")
+        assert done.returncode == 6, f"{case}: rc={done.returncode} stderr={done.stderr!r}"
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert "non-AWS answer from " + garbage.url in done.stderr, done.stderr
+        assert "non-AWS answer" in str(d.profile_status("dev").get("last_error")), d.status()
+        assert d.ping() == d.pid
+    finally:
+        daemons.close()
+    assert "internal error" not in d.text() and "Traceback" not in d.text(), d.tail()
