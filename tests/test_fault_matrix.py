@@ -35,6 +35,8 @@ from urllib.parse import parse_qs
 import pytest
 from conftest import unavailable
 from daemon_helpers import ROLE_ARN, Daemons, parse_export, write_setup
+from test_sso import Sso, emu, sso  # noqa: F401 - the SSO emulator fixtures, reused
+from test_sso import exported as sso_exported
 
 if TYPE_CHECKING:
     from conftest import AwsEnv
@@ -293,6 +295,30 @@ def test_sts_read_timeout(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn]) 
     assert took < 5 + SLACK, took
     assert stand_in.calls(OTHER_ARN) >= 1
     still_served(aws_env, first, env=env)
+
+
+@pytest.mark.parametrize("operation", ["GetRoleCredentials", "CreateToken"])
+def test_sso_5xx(sso: Sso, operation: str) -> None:  # noqa: F811 - the fixture
+    """IAM Identity Center answers 500 on every call of `operation` (role
+    credentials, or the token refresh): cached credentials are still served
+    with no call; without them, botocore retries, then exit 6 with one line;
+    no sign-in is asked for (a server error is not a revoked session)."""
+    sso.signed_in()
+    first = sso_exported(sso.export())
+    sso.emu.inject(operation, "InternalServerException", times=20, status=500,
+                   message="internal error")
+    assert sso_exported(sso.export()) == first
+    assert sso.emu.state()["faults"] == {operation: 20}
+    sso.drop_cached_credentials()
+    if operation == "CreateToken":
+        sso.emu.expire_access_tokens()
+    done, took = export(sso.aws, "sso")
+    one_line(done, 6, "InternalServerException")
+    assert took < 30 + SLACK, took
+    assert 1 < 20 - sso.emu.state()["faults"].get(operation, 0) <= 10
+    assert sso.emu.state()["authorizations_started"] == 1
+    sso.emu.clear_faults()
+    assert sso_exported(sso.export())["AccessKeyId"] in sso.emu.state()["access_keys"]
 
 
 def test_network_unreachable(aws_env: AwsEnv) -> None:
