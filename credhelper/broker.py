@@ -28,24 +28,14 @@ from credhelper.deadline import Deadline, DeadlineExceeded
 from credhelper.errors import CorruptItem, CredhelperError, UpstreamError
 from credhelper.locking import profile_lock
 from credhelper.model import Credentials
+from credhelper.policy import MIN_SERVING, SERVE_FLOOR, effective_window
 from credhelper.settings import Settings
 from credhelper.sources.base import ClientFactory, Context, Source
 from credhelper.store import Store, item
 
-#: Claude Code keeps credentials with <= 6 min left for an hour; keep a minute more
-SERVE_FLOOR = 7 * 60
-#: credentials that could be served for less than this are refused, not looped on
-MIN_SERVING = 30
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def effective_window(lifetime: float, configured: float) -> float:
-    """Seconds before expiry at which credentials of this lifetime stop being served."""
-    window = configured if configured <= lifetime - MIN_SERVING else lifetime / 2
-    return max(float(SERVE_FLOOR), float(window))
 
 
 class Broker:
@@ -210,4 +200,4 @@ class Broker:
         return creds
 
 
-__all__ = ["Broker", "CredhelperError", "effective_window"]
+__all__ = ["MIN_SERVING", "SERVE_FLOOR", "Broker", "CredhelperError", "effective_window"]
