@@ -5,8 +5,9 @@ It recognises secrets by their shape, so it also masks secrets credhelper
 never heard of (a `credential_process` helper printing its own password):
 
 - values given explicitly (raw and URL-encoded),
-- `key=value`, `key: value`, `"key": "value"` and `<Key>value</Key>` where
-  the key names a secret (password, secret, token, credential, authorization…),
+- `key=value`, `key: value`, `"key": "value"`, `<Key>value</Key>` and
+  `--key value` where the key names a secret (password, secret, token,
+  credential, authorization…),
 - bearer tokens, JWTs (`eyJ….….…`), AWS access key ids (`AKIA…`, `ASIA…`),
 - any long run of key-like characters (40-character secret keys, session
   tokens; URL-encoded ones too).
@@ -39,16 +40,21 @@ _PAIR = re.compile(
     rf"""(?P<key>["']?{_KEY}["']?)(?P<sep>\s*(?:=|:)\s*)(?P<value>{_VALUE})""",
     re.IGNORECASE,
 )
+#: command-line options: `--password hunter2`, `-token abc`
+_FLAG = re.compile(rf"(?P<flag>(?<![^\s\"'])--?{_KEY})\s+(?P<value>[^\s\-(\[<]\S*)", re.IGNORECASE)
 _XML = re.compile(rf"<(?P<tag>{_KEY})>[^<]*(?:</(?P=tag)>)?", re.IGNORECASE)
 _BEARER = re.compile(r"\b(?P<kind>bearer|basic)\s+(?P<value>[A-Za-z0-9._~+/=%-]{8,})", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
 _AKID = re.compile(r"\b(?P<prefix>A(?:KIA|SIA|ROA|IDA|GPA|NPA|NVA|PKA|IPA|BIA|CCA))[A-Z0-9]{8,}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 #: long runs of base64/URL-safe characters or %XX escapes (secret keys, session tokens)
 _LONG = re.compile(r"(?:[A-Za-z0-9/+=_-]|%[0-9A-Fa-f]{2}){32,}")
 
 
 def _long(match: re.Match[str]) -> str:
     run = match.group(0)
+    if _UUID.fullmatch(run):  # request ids: worth keeping, never secret
+        return run
     kinds = sum(
         1 for test in (str.isupper, str.islower, str.isdigit) if any(test(c) for c in run)
     )
@@ -73,7 +79,8 @@ def _pair(match: re.Match[str]) -> str:
 
 def variants(secret: str) -> set[str]:
     """The forms a secret value takes in text: as is, URL-encoded, JSON-escaped."""
-    return {secret, quote(secret, safe=""), quote_plus(secret, safe=""), secret.replace("/", "\\/")}
+    return {secret, quote(secret, safe="", errors="surrogatepass"),
+            quote_plus(secret, safe="", errors="surrogatepass"), secret.replace("/", "\\/")}
 
 
 def scrub(text: str, secrets: Iterable[str] = (), limit: int = LIMIT) -> str:
@@ -88,6 +95,7 @@ def scrub(text: str, secrets: Iterable[str] = (), limit: int = LIMIT) -> str:
     text = _BEARER.sub(_bearer, text)
     text = _JWT.sub(MASK, text)
     text = _PAIR.sub(_pair, text)
+    text = _FLAG.sub(lambda m: f"{m.group('flag')} {MASK}", text)
     text = _AKID.sub(lambda m: m.group("prefix") + MASK, text)
     text = _LONG.sub(_long, text)
     if len(text) > limit:

@@ -102,7 +102,8 @@ def needles(secrets: Iterable[str]) -> dict[str, str]:
     for secret in secrets:
         if len(secret) < 8:
             continue
-        for form in {secret, quote(secret, safe=""), quote_plus(secret, safe="")}:
+        for form in {secret, quote(secret, safe="", errors="surrogatepass"),
+                     quote_plus(secret, safe="", errors="surrogatepass")}:
             out[form] = secret
             # pieces after a fixed-prefix allowance (moto's tokens share 17 characters)
             for i in range(20, len(form) - PIECE + 1, PIECE // 2):

@@ -90,6 +90,9 @@ class TestScrub:
             ("X-Amz-Security-Token=abc%2Fdef%3D", "abc%2Fdef"),
             ("credential=ASIAABCDEFGHIJKLMNOP/20260101/us-east-1", "ABCDEFGHIJKLMNOP"),
             ("client_secret: xyz-0123", "xyz-0123"),
+            ("exec: vault-login --password hunter2 --user bob", "hunter2"),
+            ("aws configure set --aws-session-token tok/123 --profile x", "tok/123"),
+            ('{"password":"pw1","x":1}', "pw1"),
         ],
     )
     def test_secret_pairs(self, text: str, gone: str) -> None:
@@ -110,6 +113,8 @@ class TestScrub:
             "cannot open /usr/local/lib/python3.11/site-packages/botocore/data/sts.json",
             "Rate exceeded",
             "bearer authentication is not supported",
+            "Request ID: 2b3f6c3e-9a1d-4c55-8f0e-1234567890ab",
+            "use --profile dev or --token-file (see --help)",
         ],
     )
     def test_ordinary_messages_are_kept(self, text: str) -> None:
@@ -139,6 +144,13 @@ class TestScrub:
         out = scrub(text, limit=100_000)
         assert value not in out and long_key not in out, (text, out)
         assert "\n" not in out
+
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(st.characters(blacklist_categories=()), max_size=600), st.integers(1, 300))
+    def test_never_raises_and_respects_the_cap(self, text: str, limit: int) -> None:
+        out = scrub(text, (text[:20],), limit=limit)
+        assert len(out) <= limit and "\n" not in out
 
 
 # ------------------------------------------------------------------ a failing helper, end to end
