@@ -42,6 +42,9 @@ def _register() -> None:
 
     main.add_command(sso.sso)
     main.add_command(mint.mint)
+    from credhelper.cli import exec as exec_cmd
+
+    main.add_command(exec_cmd.exec_)
 
 
 _register()
