@@ -218,10 +218,26 @@ def try_daemon(args: list[str]) -> int | None:
     return None  # fallback, or a daemon bug: the direct path decides
 
 
+def try_lean(args: list[str]) -> int | None:
+    """Serve `export` from the store without the client machinery (no daemon
+    answered); None means: use the CLI (credhelper/lean decides, see there)."""
+    parsed = parse_export_args(args)
+    if parsed is None or os.environ.get(CHAIN_ENV):
+        return None  # the CLI checks the recursion
+    option, fmt = parsed
+    env = os.environ
+    profile = option or env.get("CREDHELPER_PROFILE") or env.get("AWS_PROFILE") or "default"
+    from credhelper.lean import try_export
+
+    return try_export(profile, fmt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["export"]:
         code = try_daemon(args[1:])
+        if code is None:
+            code = try_lean(args[1:])
         if code is not None:
             return code
     from credhelper.cli import run
