@@ -259,3 +259,52 @@ def test_fresh_credentials_for_hours_across_a_daemon_restart(aws_env: AwsEnv, da
     assert phases["daemon A"] and set(phases["daemon A"]) == {daemon_a.pid}, phases
     assert phases["no daemon"] and set(phases["no daemon"]) == {proc.pid}, phases
     assert phases["daemon B"] and set(phases["daemon B"]) == {daemon_b.pid}, phases
+
+
+# ------------------------------------------------------------------ the real Claude Code
+
+#: $1 work dir, $2 claude, $3 prompt. The fake Bedrock verifies signatures with the
+#: credentials it finds under $1/creds: `export --format json` puts the profile's
+#: current ones there (exec serves the same, from the store), then Claude runs under exec.
+LAUNCHER = ('"$CREDHELPER" export --profile e2e --format json > "$1/creds/exec.json" && '
+            'exec "$CREDHELPER" exec --profile e2e -- "$2" -p "$3"')
+
+
+def test_claude_code_under_exec_without_settings(claude_code: Any, netns_moto: Any, tmp_path: Path) -> None:
+    """`credhelper exec --profile e2e -- claude -p …`: settings without
+    awsCredentialExport, Claude Code's default AWS chain reaches the container
+    endpoint, and Bedrock requests are signed with what moto issued."""
+    from conftest import CREDHELPER, file_store_toml
+
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "config").write_text("[profile e2e]\nrole_arn = arn:aws:iam::123456789012:role/e2e\n"
+                                "source_profile = e2e-base\nregion = us-east-1\n\n"
+                                "[profile e2e-base]\nregion = us-east-1\n")
+    (aws / "credentials").write_text("[e2e-base]\naws_access_key_id = AKIAEXECE2ESOURCE001\n"
+                                     "aws_secret_access_key = exec-e2e-source-secret\n")
+    (aws / "credhelper.toml").write_text(file_store_toml(aws))
+    pass_env = {
+        "CREDHELPER": CREDHELPER,
+        "AWS_CONFIG_FILE": str(aws / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
+        "CREDHELPER_CONFIG": str(aws / "credhelper.toml"),
+        "CREDHELPER_SOCKET": str(aws / "run" / "daemon.sock"),  # no daemon: exec mints directly
+        "AWS_ENDPOINT_URL_STS": netns_moto.url,
+        "AWS_PROFILE": "e2e-base",  # exec removes it: else it would shadow the endpoint
+    }
+
+    run = claude_code(command=["sh", "-c", LAUNCHER, "launcher", "{workdir}", "{claude}", "{prompt}"],
+                      pass_env=pass_env, netns_setup=netns_moto.setup)
+
+    assert run.passed, run.report()
+    settings = json.loads(Path(run.workdir, "home", ".claude", "settings.json").read_text())
+    assert "awsCredentialExport" not in settings and "awsAuthRefresh" not in settings, settings
+    moto = netns_moto.recording(run)
+    issued = moto.access_key_ids_issued("AssumeRole")
+    served = json.loads(Path(run.workdir, "creds", "exec.json").read_text())["AccessKeyId"]
+    assert served in issued, run.report()
+    # the role's credentials: Claude knows no profile that yields them (AWS_PROFILE would give
+    # the static keys of e2e-base), so they came from the endpoint
+    assert run.bedrock_akids() == {served}, run.report()
+    assert "removed the inherited" not in run.claude_stderr  # AWS_PROFILE goes silently
