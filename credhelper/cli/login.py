@@ -55,13 +55,21 @@ def _broker() -> Broker:
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=170.0, show_default=True,
               help="Give up after this many seconds (Claude Code kills awsAuthRefresh at 180).")
 def login(profile: str | None, device_code: bool, no_browser: bool, timeout: float) -> None:
-    """Sign in (IAM Identity Center) or enter an MFA code; warms the daemon."""
+    """Sign in (IAM Identity Center, aws login) or enter an MFA code; warms the daemon."""
     from credhelper import client
     from credhelper.cli import resolve_profile
     from credhelper.login.signin import login as do_login
 
     name = resolve_profile(profile)
     broker = _broker()
+    from credhelper.sources import login_session
+
+    holder = login_session.session_profile(broker.config, name)
+    if holder is not None:  # an `aws login` session: the AWS CLI (2.32+) signs it in
+        click.echo(login_session.aws_login(holder, os.environ))
+        if client.nudge(name):
+            click.echo("the credhelper daemon is fetching credentials now")
+        return
     usable = browser_usable(os.environ) and not no_browser
     ask = _ask if sys.stdin.isatty() else None
     from credhelper import notify

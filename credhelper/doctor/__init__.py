@@ -31,8 +31,12 @@ class Result:
     fix: str = ""
     #: the exit code this failure stands for
     exit_code: int = EXIT_OK
+    #: passed, with a caveat (`fix` says what to mind); does not change the exit code
+    warn: bool = False
 
     def line(self) -> str:
+        if self.ok and self.warn:
+            return f"! {self.title}: {self.fix}"
         if self.ok:
             return f"✔ {self.title}"
         if self.ok is None:
@@ -65,7 +69,8 @@ class State:
     claude_errors: list[str] = field(default_factory=list)
 
 
-Check = Callable[[State], Result]
+#: None: nothing to report for this setup (a check of something it does not use)
+Check = Callable[[State], Result | None]
 
 
 def prepare(state: State) -> State:
@@ -115,13 +120,13 @@ def checks() -> list[Check]:
     return [
         local.aws_config, local.region, local.store, local.daemon,
         network.credentials, network.sts, network.bedrock,
-        local.claude, local.environment, local.bearer,
+        local.claude, local.environment, local.bearer, local.login_key,
     ]
 
 
 def run(state: State) -> list[Result]:
     prepare(state)
-    return [check(state) for check in checks()]
+    return [r for r in (check(state) for check in checks()) if r is not None]
 
 
 def exit_code(results: list[Result]) -> int:

@@ -160,3 +160,22 @@ def bearer(state: State) -> Result:
         title, _, fix = found[0].rpartition("; ")
         return Result(name, False, title, fix, EXIT_CONFIG)
     return Result(name, True, f"{cs.BEARER} is not set")
+
+
+def login_key(state: State) -> Result | None:
+    """`aws login` profiles: the DPoP key that refreshes the session is a plaintext file."""
+    from credhelper.sources import login_session as ls
+
+    if state.config is None:
+        return None
+    holder = ls.session_profile(state.config, state.profile)
+    if holder is None:
+        return None
+    path = ls.cache_path(str(state.config.get(holder, "login_session")), state.environ)
+    return Result(
+        "login-session-key", True,
+        f"profile {holder} is an aws login session; its DPoP private key and refresh token sit "
+        f"in a plaintext file, {path} (the AWS CLI and SDKs read them there)",
+        "keep that file's mode 0600 and your home directory private, and run "
+        f"aws logout --profile {holder} when done on a shared machine", warn=True,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from credhelper.errors import ConfigError
-from credhelper.sources import assume_role, env, process, session_token, sso, web_identity
+from credhelper.sources import assume_role, env, login_session, process, session_token, sso, web_identity
 from credhelper.sources.base import Context, Source
 
 __all__ = ["Context", "Source", "resolve"]
@@ -23,6 +23,7 @@ _FINDERS: tuple[Finder, ...] = (
     web_identity.from_profile,
     assume_role.from_profile,
     sso.from_profile,
+    login_session.from_profile,  # `aws login`; botocore asks it after the credentials file's keys
     process.from_profile,
     session_token.from_profile,
     env.from_profile,
@@ -49,6 +50,6 @@ def resolve(profile: str, ctx: Context) -> Source:
         )
     raise ConfigError(
         f"profile {profile} has no credential source (role_arn, sso_session, "
-        f"credential_process, web_identity_token_file or keys): configure one, "
+        f"login_session, credential_process, web_identity_token_file or keys): configure one, "
         f"or store keys with credhelper keys add --profile {profile}"
     )
