@@ -294,3 +294,22 @@ def test_env_mode_injects_the_keys(dev) -> None:  # type: ignore[no-untyped-def]
     assert akid in dev.moto.access_key_ids_issued("AssumeRole")
     assert (has_uri, has_token) == ("False", "True")
     assert parse_time(exp) > datetime.now(UTC) + timedelta(seconds=SERVE_FLOOR)
+
+
+def test_bedrock_token_for_the_profiles_region(dev) -> None:  # type: ignore[no-untyped-def]
+    """--bedrock-token: AWS_BEARER_TOKEN_BEDROCK, presigned with the served credentials
+    for the profile's region; the endpoint still serves the credentials."""
+    script = textwrap.dedent("""
+        import os, urllib.parse
+        from credhelper.bedrock_token import decode
+        url = decode(os.environ["AWS_BEARER_TOKEN_BEDROCK"])
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+        akid, _, region = query["X-Amz-Credential"][0].split("/")[:3]
+        print(akid, region, "AWS_CONTAINER_CREDENTIALS_FULL_URI" in os.environ)
+    """)
+    done = dev.run("exec", "--bedrock-token", "--profile", "dev", "--", PY, "-c", script,
+                   env={"AWS_REGION": None})
+    assert done.returncode == 0, done.stderr
+    akid, region, endpoint = done.stdout.split()
+    assert akid in dev.moto.access_key_ids_issued("AssumeRole")
+    assert (region, endpoint) == ("us-east-1", "True")

@@ -12,8 +12,11 @@ import click
 @click.option("--env", "env_mode", is_flag=True,
               help="Put the keys in the command's environment instead of serving them "
               "(no renewal; the secrets sit in its environment).")
+@click.option("--bedrock-token", "with_bedrock_token", is_flag=True,
+              help="Also set AWS_BEARER_TOKEN_BEDROCK, a Bedrock API key for the region "
+              "(not renewed; it holds the session token).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(profile: str | None, env_mode: bool, command: tuple[str, ...]) -> None:
+def exec_(profile: str | None, env_mode: bool, with_bedrock_token: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND with the profile's credentials from a loopback container-credentials
     endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI) that renews them; exit with its status."""
     from credhelper.cli import resolve_profile
@@ -21,7 +24,8 @@ def exec_(profile: str | None, env_mode: bool, command: tuple[str, ...]) -> None
     from credhelper.exec.session import execute
 
     try:
-        code = execute(resolve_profile(profile), list(command), env_mode=env_mode)
+        code = execute(resolve_profile(profile), list(command), env_mode=env_mode,
+                       with_bedrock_token=with_bedrock_token)
     except CommandError as exc:
         click.echo(f"credhelper: {exc.message}", err=True)
         code = exc.code

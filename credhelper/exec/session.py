@@ -7,8 +7,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from credhelper.errors import ConfigError
 from credhelper.exec import runner, source
 from credhelper.exec.endpoint import Endpoint
+from credhelper.model import Credentials
 
 
 def warn(message: str) -> None:
@@ -28,7 +30,17 @@ def profile_facts(profile: str, environ: Mapping[str, str]) -> tuple[str | None,
     return region, runner.shadowing_settings(config.profile("default"))
 
 
-def execute(profile: str, command: Sequence[str], *, env_mode: bool = False,
+def bedrock_token(creds: Credentials, region: str | None, profile: str) -> str:
+    """A Bedrock API key for the child (as `export --format bedrock-token` mints it)."""
+    from credhelper.bedrock_token import mint
+
+    if not region:
+        raise ConfigError(f"no region for profile {profile}: a Bedrock API key is bound to one region; "
+                          "set AWS_REGION or add region to the profile")
+    return mint(creds, region)
+
+
+def execute(profile: str, command: Sequence[str], *, env_mode: bool = False, with_bedrock_token: bool = False,
             environ: Mapping[str, str] | None = None) -> int:
     """Run `command` with `profile`'s credentials; the child's exit status.
     Raises CredhelperError (no credentials, bad config) or runner.CommandError."""
@@ -36,29 +48,28 @@ def execute(profile: str, command: Sequence[str], *, env_mode: bool = False,
 
     environ = dict(os.environ if environ is None else environ)
     region, shadowing = profile_facts(profile, environ)
-    fetch = source.daemon_or_direct(profile, environ)
+    cache = source.CachedCredentials(source.daemon_or_direct(profile, environ),
+                                     refresh_window=settings_mod.load().refresh_window)
+    creds = cache.get()  # fail before the child starts: no credentials, no command
+    extra = {"AWS_BEARER_TOKEN_BEDROCK": bedrock_token(creds, region, profile)} if with_bedrock_token else {}
     if env_mode:
-        creds = source.CachedCredentials(fetch, refresh_window=settings_mod.load().refresh_window).get()
         env, dropped = runner.child_env(environ, region=region, creds=creds)
-        program = runner.resolve(command, env)
-        _warn_dropped(dropped, profile)
-        runner.block_signals()
-        return runner.run(program, command, env)
-    cache = source.CachedCredentials(fetch, refresh_window=settings_mod.load().refresh_window)
-    cache.get()  # fail before the child starts: no credentials, no command
+        return _run(profile, command, {**env, **extra}, dropped, [])
     runner.block_signals()  # before the endpoint's threads exist: they inherit the mask
     with Endpoint(cache) as endpoint:
         env, dropped = runner.child_env(environ, region=region, endpoint=(endpoint.url, endpoint.token))
-        program = runner.resolve(command, env)
-        _warn_dropped(dropped, profile)
-        if shadowing:
-            warn(f"the [default] profile has credential settings ({', '.join(shadowing)}) that AWS SDKs "
-                 "use before the container endpoint: the command may not get profile "
-                 f"{profile}'s credentials; move them out of [default]")
-        return runner.run(program, command, env)
+        return _run(profile, command, {**env, **extra}, dropped, shadowing)
 
 
-def _warn_dropped(dropped: list[str], profile: str) -> None:
+def _run(profile: str, command: Sequence[str], env: dict[str, str], dropped: list[str],
+         shadowing: list[str]) -> int:
+    program = runner.resolve(command, env)
     if dropped:
         warn(f"removed the inherited {', '.join(dropped)} from the command's environment: it gets "
              f"profile {profile}'s credentials from credhelper instead")
+    if shadowing:
+        warn(f"the [default] profile has credential settings ({', '.join(shadowing)}) that AWS SDKs "
+             "use before the container endpoint: the command may not get profile "
+             f"{profile}'s credentials; move them out of [default]")
+    runner.block_signals()
+    return runner.run(program, command, env)
