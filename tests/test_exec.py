@@ -98,7 +98,7 @@ def test_fresh_credentials_over_several_lifetimes(lifetime: int, window: int) ->
     start = clock()
     seen = []
     with Endpoint(CachedCredentials(fake, refresh_window=900, now=clock)) as ep:
-        step = 60
+        step = max(60, lifetime // 60)
         while clock() < start + timedelta(seconds=5 * lifetime):
             status, body = get(ep, ep.token)
             assert status == 200
@@ -129,6 +129,48 @@ def test_a_failing_source_is_a_503_without_secrets(capfd: pytest.CaptureFixture[
         assert status == 200 and body["AccessKeyId"] == "ASIAFAKE000000000002"
     err = capfd.readouterr().err
     assert err.count("cannot serve credentials: STS said no") == 1  # once, not per ask
+
+
+class FakeDaemon:
+    """Answers like the daemon: its current credentials (1 h, refreshed when 900 s
+    are left) without their issue time; `down` makes it fail."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.minted, self.down = clock, 0, False
+        self.current: Credentials | None = None
+
+    def __call__(self) -> Credentials:
+        if self.down:
+            raise UpstreamError("the daemon is restarting: try again")
+        if self.current is None or self.current.remaining(self.clock()) <= 900:
+            self.minted += 1
+            self.current = Credentials(f"ASIADAEMON{self.minted:010d}", "s", "t",
+                                       expiration=self.clock() + timedelta(seconds=3600))
+        return self.current
+
+
+def test_daemon_answers_are_renewed_within_the_configured_window() -> None:
+    """Without an issue time the daemon's window is unknown: from the configured
+    window down, each ask tries for fresher credentials and keeps the cached ones
+    when there are none (or the daemon is away)."""
+    clock = Clock()
+    daemon = FakeDaemon(clock)
+    daemon()
+    clock.advance(3600 - 920)  # received with 920 s left: served down to 460 s (their lower bound)
+    cache = CachedCredentials(daemon, refresh_window=900, now=clock)
+    first = cache.get()
+    assert first.access_key_id == "ASIADAEMON0000000001" and cache.asks == 1
+    assert cache.get() is first and cache.asks == 1  # above the configured window: no ask
+    clock.advance(30)
+    daemon.down = True
+    assert cache.get() is first and cache.asks == 1  # 890 s left: asked, failed, the cached ones serve
+    daemon.down = False
+    second = cache.get()
+    assert second.access_key_id == "ASIADAEMON0000000002" and cache.asks == 2
+    assert cache.get() is second and cache.asks == 2
+    clock.advance(3600 - 900 + 1)  # 899 s left: the daemon has new ones
+    third = cache.get()
+    assert third.access_key_id == "ASIADAEMON0000000003" and cache.asks == 3
 
 
 def test_unservable_fetch_is_refused() -> None:

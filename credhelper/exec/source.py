@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from credhelper import fastpath, protocol
-from credhelper.broker import effective_window
+from credhelper.broker import SERVE_FLOOR, effective_window
 from credhelper.errors import CredhelperError, UpstreamError
 from credhelper.model import Credentials, parse_time
 
@@ -92,8 +92,14 @@ def daemon_or_direct(profile: str, environ: Mapping[str, str]) -> Fetch:
 class CachedCredentials:
     """`fetch()` behind a cache: `get()` returns credentials with more than their
     effective window left, asking again (once, under a lock shared by the
-    endpoint's threads) when the cached ones are no longer servable. Credentials
-    without an `issued` time are taken as issued when they were received."""
+    endpoint's threads) when the cached ones are no longer servable.
+
+    The daemon's answers carry no `issued` time, so their lifetime, and with it
+    the window the daemon applies, is not known: at least the window of a
+    lifetime equal to what they had left when received (they are never served
+    below it), at most the configured one. In between, each ask tries for
+    fresher ones (the daemon refreshes on its own schedule) and keeps the
+    cached ones if it gets nothing that expires later."""
 
     def __init__(self, fetch: Fetch, *, refresh_window: int,
                  now: Callable[[], datetime] = utcnow) -> None:
@@ -106,6 +112,7 @@ class CachedCredentials:
         self._received: datetime | None = None
 
     def window(self, creds: Credentials, received: datetime) -> float:
+        """The effective window (its lower bound for credentials without `issued`)."""
         if creds.expiration is None:
             return float(self.refresh_window)
         lifetime = (creds.expiration - (creds.issued or received)).total_seconds()
@@ -114,21 +121,45 @@ class CachedCredentials:
     def servable(self, creds: Credentials, received: datetime) -> bool:
         return creds.remaining(self.now()) > self.window(creds, received)
 
+    def _settled(self, creds: Credentials, received: datetime) -> bool:
+        """Servable without asking for fresher ones."""
+        if creds.issued is not None:
+            return self.servable(creds, received)
+        upper = max(float(self.refresh_window), float(SERVE_FLOOR))
+        return creds.remaining(self.now()) > max(upper, self.window(creds, received))
+
     def get(self) -> Credentials:
         with self._lock:
-            if (cached := self._cached) is not None and self._received is not None:
-                if self.servable(cached, self._received):
+            cached, received = self._cached, self._received
+            if cached is not None and received is not None:
+                if self._settled(cached, received):
                     return cached
-            received = self.now()
-            creds = self.fetch()
-            self.asks += 1
-            if creds.expiration is None or not creds.session_token:
-                raise UpstreamError("the credentials have no session token or expiration: "
-                                    "check the profile's source")
-            if not self.servable(creds, received):
-                raise UpstreamError(
-                    f"the credentials expire in {int(creds.remaining(self.now()))} s, within "
-                    "their refresh window: check the daemon (credhelper status) and the profile's source"
-                )
-            self._cached, self._received = creds, received
-            return creds
+                if self.servable(cached, received):
+                    return self._fresher(cached, received)
+            return self._ask()
+
+    def _fresher(self, cached: Credentials, received: datetime) -> Credentials:
+        try:
+            creds = self._ask()
+        except CredhelperError:
+            creds = cached  # what we had still serves
+        assert creds.expiration is not None and cached.expiration is not None
+        if creds.expiration <= cached.expiration:
+            self._cached, self._received = cached, received
+            return cached
+        return creds
+
+    def _ask(self) -> Credentials:
+        received = self.now()
+        creds = self.fetch()
+        self.asks += 1
+        if creds.expiration is None or not creds.session_token:
+            raise UpstreamError("the credentials have no session token or expiration: "
+                                "check the profile's source")
+        if not self.servable(creds, received):
+            raise UpstreamError(
+                f"the credentials expire in {int(creds.remaining(self.now()))} s, within "
+                "their refresh window: check the daemon (credhelper status) and the profile's source"
+            )
+        self._cached, self._received = creds, received
+        return creds
