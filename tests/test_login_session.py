@@ -370,3 +370,82 @@ def test_daemon_served_export_imports_neither_botocore_nor_awscrt(world: World) 
     world.daemons.note(printed["SecretAccessKey"], printed["SessionToken"])
     modules = [ln.split("|")[-1].strip() for ln in done.stderr.splitlines() if ln.startswith("import time:")]
     assert modules and not [m for m in modules if m.split(".")[0] in ("awscrt", "_awscrt", "botocore")]
+
+
+def test_login_cache_directory_override(world: World) -> None:
+    world.sign_in(left=800)
+    # (inside the default one: the leak guard allows secrets only in ~/.aws/login/cache)
+    moved = world.cache_dir / "moved"
+    moved.mkdir()
+    world.token_file.rename(moved / world.token_file.name)
+    assert world.export().returncode == 4  # not where botocore looks by default any more
+    env = {**world.env(), "AWS_LOGIN_CACHE_DIRECTORY": str(moved)}
+    done = world.aws.run("export", "--profile", PROFILE, env=env)
+    assert creds_of(done)["AccessKeyId"] == world.emu.state.issued[-1]
+
+
+# ------------------------------------------------------------------ the emulator refuses
+
+
+class Proofs:
+    """DPoP proofs made by botocore's own builder (awscrt), for the emulator's checks."""
+
+    def __init__(self, emu: SignInEmulator) -> None:
+        from botocore.credentials import LoginCredentialFetcher
+
+        self.emu = emu
+        self.token = emu.sign_in()
+        self.key = LoginCredentialFetcher._load_private_key(self.token)
+        self.url = f"{emu.url}/v1/token"
+
+    def proof(self, *, url: str | None = None, iat: float | None = None, jti: str | None = None) -> str:
+        from botocore.credentials import _build_dpop_header
+
+        return str(_build_dpop_header(self.key, url or self.url, uid=jti, ts=int(iat or self.emu.now())))
+
+    def body(self) -> dict[str, str]:
+        return {"clientId": self.token["clientId"], "refreshToken": self.token["refreshToken"],
+                "grantType": "refresh_token"}
+
+
+def test_emulator_accepts_a_valid_proof_once_per_refresh_token(emu: SignInEmulator) -> None:
+    from signin_emulator import Refused
+
+    p = Proofs(emu)
+    out = emu.token(p.body(), p.proof(), p.url)
+    assert out["accessToken"]["accessKeyId"] == emu.state.issued[-1] and emu.refreshes == 1
+    with pytest.raises(Refused) as used:  # the rotated-away refresh token
+        emu.token(p.body(), p.proof(), p.url)
+    assert used.value.error == "invalid_grant"
+
+
+@pytest.mark.parametrize("bad", ["replayed_jti", "stale_iat", "future_iat", "other_url", "bad_signature",
+                                 "no_proof", "other_key"])
+def test_emulator_refuses_a_bad_proof(emu: SignInEmulator, bad: str) -> None:
+    from signin_emulator import Refused
+
+    p = Proofs(emu)
+    proof = p.proof()
+    if bad == "replayed_jti":
+        emu.token(p.body(), p.proof(jti="same"), p.url)
+        p.token["refreshToken"] = emu.sign_in()["refreshToken"]  # irrelevant: the jti is refused first
+        proof = p.proof(jti="same")
+    elif bad == "stale_iat":
+        proof = p.proof(iat=emu.now() - 120)
+    elif bad == "future_iat":
+        proof = p.proof(iat=emu.now() + 120)
+    elif bad == "other_url":
+        proof = p.proof(url="http://127.0.0.1:1/v1/token")
+    elif bad == "bad_signature":
+        head, payload, sig = proof.split(".")
+        proof = f"{head}.{payload}.{('A' if sig[0] != 'A' else 'B')}{sig[1:]}"
+    elif bad == "no_proof":
+        proof = ""
+    elif bad == "other_key":
+        p.key = Proofs(emu).key
+        proof = p.proof()
+    before = emu.refreshes
+    with pytest.raises(Refused) as refused:
+        emu.token(p.body(), proof, p.url)
+    assert emu.refreshes == before
+    assert refused.value.error in ("invalid_request", "invalid_grant"), refused.value.message
