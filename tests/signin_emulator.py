@@ -132,6 +132,8 @@ class SignInEmulator:
         self.max_session = max_session
         self.on_secret = on_secret or (lambda *values: None)
         self.offset = 0.0
+        #: called with the request body before a token request is handled (races)
+        self.before_refresh: Callable[[dict[str, Any]], None] | None = None
         self.state = State()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -208,6 +210,8 @@ class SignInEmulator:
 
     # -- the token endpoint ------------------------------------------------------------
     def token(self, body: dict[str, Any], dpop: str | None, url: str) -> dict[str, Any]:
+        if self.before_refresh is not None:
+            self.before_refresh(body)
         if body.get("grantType") != "refresh_token":
             raise Refused(400, "ValidationException", "unsupported_grant_type", "grant not supported")
         if body.get("clientId") != CLIENT_ID:

@@ -449,3 +449,30 @@ def test_emulator_refuses_a_bad_proof(emu: SignInEmulator, bad: str) -> None:
         emu.token(p.body(), proof, p.url)
     assert emu.refreshes == before
     assert refused.value.error in ("invalid_request", "invalid_grant"), refused.value.message
+
+
+def test_a_refresh_lost_to_another_program_is_answered_from_its_file(world: World) -> None:
+    """botocore (no lock of ours) rotates the refresh token between credhelper's
+    read of the file and its refresh call: the emulator refuses credhelper's
+    (used) refresh token, and credhelper serves what the other program wrote."""
+    import botocore.session
+    from botocore.credentials import LoginCredentialFetcher
+    from botocore.utils import JSONFileCache, LoginTokenLoader
+
+    world.sign_in(left=100)
+
+    def other_program(body: dict[str, Any]) -> None:
+        world.emu.before_refresh = None
+        session = botocore.session.Session()
+
+        def client(service: str, **kwargs: Any) -> Any:
+            return session.create_client(service, endpoint_url=world.emu.url, region_name="us-east-1",
+                                         **kwargs)
+
+        loader = LoginTokenLoader(JSONFileCache(str(world.cache_dir)))
+        LoginCredentialFetcher(LOGIN_SESSION, loader, client).refresh_credentials()
+
+    world.emu.before_refresh = other_program
+    creds = creds_of(world.export())
+    assert world.emu.refreshes == 1 and world.emu.state.refused["invalid_grant"] == 1
+    assert creds["AccessKeyId"] == world.emu.state.issued[-1] == world.token()["accessToken"]["accessKeyId"]
