@@ -33,22 +33,22 @@ SECRET_WORDS = (
     "apikey", "api_key", "api-key", "private_key", "privatekey", "signature", "cookie",
     "sessionid", "session_id",
 )
-_KEY = r"[A-Za-z0-9_.-]*(?:" + "|".join(re.escape(w) for w in SECRET_WORDS) + r")[A-Za-z0-9_.-]*"
-_VALUE = r"""(?:"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^\s,;&"'<>(){}\[\]]+)"""
+#: a key name, whole: a lookbehind anchors it at its start and the possessive
+#: `++` never backtracks into it, so a long run of word characters costs linear
+#: time (a `[…]*(?:secret|…)[…]*` pattern would be quadratic there)
+_NAME = r"(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z0-9_.-]++)"
+_VALUE = r"""(?:"(?:[^"\\]|\\.)*+"?|'(?:[^'\\]|\\.)*+'?|[^\s,;&"'<>(){}\[\]]++)"""
 
-_PAIR = re.compile(
-    rf"""(?P<key>["']?{_KEY}["']?)(?P<sep>\s*(?:=|:)\s*)(?P<value>{_VALUE})""",
-    re.IGNORECASE,
-)
+_PAIR = re.compile(rf"""(?P<key>["']?{_NAME}["']?)(?P<sep>\s*+[=:]\s*+)(?P<value>{_VALUE})""")
 #: command-line options: `--password hunter2`, `-token abc`
-_FLAG = re.compile(rf"(?P<flag>(?<![^\s\"'])--?{_KEY})\s+(?P<value>[^\s\-(\[<]\S*)", re.IGNORECASE)
-_XML = re.compile(rf"<(?P<tag>{_KEY})>[^<]*(?:</(?P=tag)>)?", re.IGNORECASE)
+_FLAG = re.compile(r"(?<![^\s\"'])(?P<flag>--?(?P<name>[A-Za-z0-9_.-]++))\s++(?P<value>[^\s\-(\[<]\S*+)")
+_XML = re.compile(r"<(?P<name>[A-Za-z0-9_.-]++)>[^<]*+(?:</(?P=name)>)?")
 _BEARER = re.compile(r"\b(?P<kind>bearer|basic)\s+(?P<value>[A-Za-z0-9._~+/=%-]{8,})", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
 _AKID = re.compile(r"\b(?P<prefix>A(?:KIA|SIA|ROA|IDA|GPA|NPA|NVA|PKA|IPA|BIA|CCA))[A-Z0-9]{8,}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 #: long runs of base64/URL-safe characters or %XX escapes (secret keys, session tokens)
-_LONG = re.compile(r"(?:[A-Za-z0-9/+=_-]|%[0-9A-Fa-f]{2}){32,}")
+_LONG = re.compile(r"(?<![A-Za-z0-9/+=_-])(?:[A-Za-z0-9/+=_-]|%[0-9A-Fa-f]{2}){32,}+")
 
 
 def _long(match: re.Match[str]) -> str:
@@ -70,9 +70,14 @@ def _bearer(match: re.Match[str]) -> str:
     return f"{match.group('kind')} {MASK}"
 
 
+def _secret_name(name: str) -> bool:
+    name = name.lower()
+    return any(word in name for word in SECRET_WORDS)
+
+
 def _pair(match: re.Match[str]) -> str:
     value = match.group("value")
-    if value.startswith(MASK) or not value:
+    if not _secret_name(match.group("name")) or value.startswith(MASK) or not value:
         return match.group(0)
     return match.group("key") + match.group("sep") + MASK
 
@@ -91,11 +96,11 @@ def scrub(text: str, secrets: Iterable[str] = (), limit: int = LIMIT) -> str:
     for secret in sorted({v for s in secrets if s for v in variants(s)}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = " ".join(text.split())
-    text = _XML.sub(lambda m: f"<{m.group('tag')}>{MASK}", text)
+    text = _XML.sub(lambda m: f"<{m['name']}>{MASK}" if _secret_name(m["name"]) else m[0], text)
     text = _BEARER.sub(_bearer, text)
     text = _JWT.sub(MASK, text)
     text = _PAIR.sub(_pair, text)
-    text = _FLAG.sub(lambda m: f"{m.group('flag')} {MASK}", text)
+    text = _FLAG.sub(lambda m: f"{m['flag']} {MASK}" if _secret_name(m["name"]) else m[0], text)
     text = _AKID.sub(lambda m: m.group("prefix") + MASK, text)
     text = _LONG.sub(_long, text)
     if len(text) > limit:
