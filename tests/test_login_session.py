@@ -370,6 +370,11 @@ def test_daemon_served_export_imports_neither_botocore_nor_awscrt(world: World) 
     world.daemons.note(printed["SecretAccessKey"], printed["SessionToken"])
     modules = [ln.split("|")[-1].strip() for ln in done.stderr.splitlines() if ln.startswith("import time:")]
     assert modules and not [m for m in modules if m.split(".")[0] in ("awscrt", "_awscrt", "botocore")]
+    # and `status` shows the profile like any other, with its source
+    status = world.aws.run("status", env=world.env())
+    assert status.returncode == 0, status.stderr
+    [row] = [ln for ln in status.stdout.splitlines() if ln.startswith(PROFILE + " ")]
+    assert row.split()[1] == "login-session", status.stdout
 
 
 def test_login_cache_directory_override(world: World) -> None:
