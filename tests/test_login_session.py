@@ -481,3 +481,21 @@ def test_a_refresh_lost_to_another_program_is_answered_from_its_file(world: Worl
     creds = creds_of(world.export())
     assert world.emu.refreshes == 1 and world.emu.state.refused["invalid_grant"] == 1
     assert creds["AccessKeyId"] == world.emu.state.issued[-1] == world.token()["accessToken"]["accessKeyId"]
+
+
+def test_profiles_sharing_a_session_share_one_refresh(world: World) -> None:
+    twin = f"\n[profile twin]\nlogin_session = {LOGIN_SESSION}\nregion = us-east-1\n"
+    world.aws.write_config(CONFIG + twin)
+    world.sign_in(left=100)
+    first, twin = creds_of(world.export()), creds_of(world.export("twin"))
+    assert first["AccessKeyId"] == twin["AccessKeyId"] == world.emu.state.issued[-1]
+    assert world.emu.refreshes == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"accessToken": {}}), "[]"])
+def test_unreadable_token_cache_is_exit_4(world: World, content: str) -> None:
+    world.sign_in()
+    world.token_file.write_text(content)
+    done = world.export()
+    assert done.returncode == 4 and done.stdout == "" and done.stderr.strip().endswith(REMEDY), done.stderr
+    assert "token cache" in done.stderr and len(done.stderr.splitlines()) == 1
