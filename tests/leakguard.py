@@ -47,11 +47,16 @@ LEGAL_SINKS = {
               "`credhelper exec --env`, whose environment holds them)",
     "github_env": "the file named by $GITHUB_ENV",
     "login_cache": "~/.aws/login/cache (botocore's own cache)",
+    "harness": "the Claude Code harness's records of those in its claude-run.* work dir: the "
+               "helper's stdout (helper/*.out), the requests Claude Code signed (bedrock.jsonl), creds/",
 }
 #: credhelper subcommands whose stdout may hold secrets
 STDOUT_COMMANDS = frozenset({"export", "mint", "exec"})
 #: directories (relative to a HOME) whose files may hold secrets
 LEGAL_DIRS = (Path(".aws") / "login" / "cache",)
+#: in a Claude Code harness work dir (tests/claude_harness): files that copy a legal sink
+HARNESS_DIR = "claude-run."
+HARNESS_FILES = ("bedrock.jsonl", "helper/*.out", "creds/*")
 #: a leaked piece is this long (a truncated token in a message is a leak too)
 PIECE = 16
 #: files bigger than this are not read (nothing in a test HOME is)
@@ -118,6 +123,11 @@ def find(text: str, table: dict[str, str]) -> set[str]:
 def _legal_file(path: Path, homes: Iterable[Path], legal_files: set[Path]) -> bool:
     if path in legal_files:
         return True
+    for parent in path.parents:
+        if parent.name.startswith(HARNESS_DIR):
+            relative = path.relative_to(parent)
+            return any(len(relative.parts) == len(Path(pattern).parts) and relative.match(pattern)
+                       for pattern in HARNESS_FILES)
     for home in homes:
         for d in LEGAL_DIRS:
             if (home / d) in path.parents:

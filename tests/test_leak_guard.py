@@ -119,6 +119,21 @@ def test_legal_github_env_and_login_cache(tmp_path):
     (cache / "token.json").write_text(S)
 
 
+def test_legal_claude_harness_records(tmp_path):
+    leakguard.secret(S)
+    run_dir = tmp_path / "claude" / "claude-run.abc123"
+    (run_dir / "helper").mkdir(parents=True)
+    (run_dir / "helper" / "export.42.out").write_text(S)
+    (run_dir / "bedrock.jsonl").write_text('{{"x-amz-security-token": "' + S + '"}}')
+
+
+def test_leak_in_claude_harness_stderr(tmp_path):
+    leakguard.secret(S)
+    run_dir = tmp_path / "claude-run.abc123"
+    (run_dir / "helper").mkdir(parents=True)
+    (run_dir / "helper" / "export.42.err").write_text("failed: " + S)
+
+
 @pytest.mark.allow_leaks("this test leaks on purpose")
 def test_opted_out(tmp_path):
     leakguard.secret(S)
@@ -131,12 +146,13 @@ def test_no_secret_obtained(tmp_path):
 
 MUST_FAIL = {
     "test_leak_on_stderr_of_export", "test_leak_on_stdout_of_status", "test_leak_through_popen",
-    "test_leak_in_the_command_line",
+    "test_leak_in_the_command_line", "test_leak_in_claude_harness_stderr",
     "test_leak_in_a_file", "test_leak_url_encoded_in_a_file", "test_leak_of_a_piece_in_a_log_record",
 }
 MUST_PASS = {
     "test_legal_stdout_of_export_and_mint", "test_legal_github_env_and_login_cache", "test_opted_out",
     "test_no_secret_obtained", "test_a_probe_of_the_test_may_print_secrets",
+    "test_legal_claude_harness_records",
 }
 
 
