@@ -102,10 +102,12 @@ class DueLoader:
         self.path = path
         self.saved: dict[str, Any] | None = None
 
-    def load_token(self, session_name: str) -> dict[str, Any] | None:
+    def load_token(self, session_name: str) -> dict[str, Any]:
         token = read_token(self.path)
-        if not token:
-            return None
+        if not token:  # gone since it was read (the fetcher would fail on None)
+            from botocore.exceptions import LoginTokenLoadError
+
+            raise LoginTokenLoadError(error_msg="the token cache file is gone or unreadable")
         due = copy.deepcopy(token)
         if isinstance(due.get("accessToken"), dict):
             due["accessToken"]["expiresAt"] = DUE
