@@ -36,6 +36,8 @@ class Settings:
     #: total seconds an export may take, whatever it waits for (daemon, lock,
     #: upstream calls, helper processes); then it ends with exit 6
     export_timeout: int = DEFAULT_BUDGET
+    #: the daemon's upstream calls (scheduled refreshes, warm-up) per second, at most
+    max_refresh_rate: int = 5
     #: where the settings came from (not a key of the file)
     path: str = field(default="", compare=False)
 
@@ -51,12 +53,16 @@ _TYPES: dict[str, type] = {
     "encrypted_file": str,
     "key_file": str,
     "export_timeout": int,
+    "max_refresh_rate": int,
 }
 #: the documented range of each number, in seconds (README "Settings")
 RANGES: dict[str, tuple[int, int]] = {
     "refresh_window": (60, 86400),
     "export_timeout": (5, 600),
+    "max_refresh_rate": (1, 100),
 }
+#: the unit of a range, where it is not seconds
+UNITS = {"max_refresh_rate": "calls per second"}
 #: old names still accepted: `mint_timeout` was the lock wait, now part of the export budget
 ALIASES = {"mint_timeout": "export_timeout"}
 MAX_TEXT = 4096
@@ -120,6 +126,7 @@ def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:
     for key, (low, high) in RANGES.items():
         if key in values and not low <= values[key] <= high:
             raise ConfigError(
-                f"key {key!r} in {path} must be between {low} and {high} seconds, not {values[key]}"
+                f"key {key!r} in {path} must be between {low} and {high} "
+                f"{UNITS.get(key, 'seconds')}, not {values[key]}"
             )
     return Settings(path=path, **values)

@@ -27,6 +27,7 @@ from typing import Any
 
 from credhelper import procs
 from credhelper.broker import Broker
+from credhelper.daemon.pacing import TokenBucket, needed_rate
 from credhelper.deadline import Deadline
 from credhelper.errors import ConfigError, CredhelperError, LoginRequired, UpstreamError
 from credhelper.locking import RECURSION
@@ -88,9 +89,12 @@ class Keeper:
         rng: random.Random | None = None,
         recent_file: str | None = None,
         on_secret: Callable[..., None] = lambda *s: None,
+        pacer: TokenBucket | None = None,
     ) -> None:
         self._make_broker = make_broker
         self.broker = make_broker()
+        #: paces scheduled refreshes and warm-up (max_refresh_rate); exports are not paced
+        self.pacer = pacer or TokenBucket(self.broker.settings.max_refresh_rate)
         self.scheduler = scheduler
         self.log = log
         self.rng = rng or random.Random()
@@ -260,6 +264,7 @@ class Keeper:
     def _refresh_job(self, profile: str) -> None:
         # Failures are logged and rescheduled by _failed; nothing to add here.
         with contextlib.suppress(Exception):
+            self.pacer.acquire()
             self._fetch(profile, scheduled=True)
 
     def _schedule(self, st: ProfileState, when: datetime) -> None:
@@ -285,7 +290,33 @@ class Keeper:
     def warm(self, profiles: list[str]) -> None:
         for profile in profiles:
             with contextlib.suppress(Exception):  # logged by _failed; status shows it
+                if not self._stored(profile):
+                    self.pacer.acquire()  # a mint: paced like the refreshes
                 self.obtain(profile)
+        self._check_rate()
+
+    def _stored(self, profile: str) -> bool:
+        """Servable credentials for `profile` in the store: loading them costs no upstream call."""
+        try:
+            source = self.broker.source(profile)
+            creds = self.broker.cached(profile, source) if source.cacheable else None
+        except Exception:  # noqa: BLE001 - obtain() reports it
+            return False
+        return creds is not None and self.broker.servable(creds)
+
+    def _check_rate(self) -> None:
+        """Warn when keeping every profile fresh takes more upstream calls per
+        second than max_refresh_rate allows: refreshes would fall behind."""
+        now = self.broker.now()
+        with self._lock:
+            kept = [st.creds for st in self._states.values()
+                    if st.creds is not None and st.next_refresh is not None]
+        serving = [(self.broker.refresh_at(c) - (c.issued or now)).total_seconds() for c in kept]
+        needed, limit = needed_rate(serving), self.broker.settings.max_refresh_rate
+        if needed > limit:
+            self.log.warning("refresh_rate", profiles=len(kept), needed_per_s=round(needed, 2),
+                             max_refresh_rate=limit, fix="raise max_refresh_rate in the settings, "
+                             "or the profiles' duration_seconds, or keep fewer warm_profiles")
 
     def warm_set(self) -> list[str]:
         return list(dict.fromkeys([*self.broker.settings.warm_profiles, *self._recent]))
@@ -313,6 +344,7 @@ class Keeper:
         except CredhelperError as exc:
             self.log.error("reload", outcome="kept_old_config", error=exc.message)
             return
+        self.pacer.set_rate(self.broker.settings.max_refresh_rate)
         with self._lock:
             states = list(self._states.values())
             self._states.clear()
