@@ -27,24 +27,14 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from credhelper.cli import daemon, doctor, export, keys, login, mint, service, setup, status
-
-    main.add_command(export.export)
-    main.add_command(keys.keys)
-    main.add_command(daemon.daemon)
-    main.add_command(status.status)
-    main.add_command(login.login)
-    main.add_command(login.logout)
-    main.add_command(service.service)
-    main.add_command(setup.setup)
-    main.add_command(doctor.doctor)
-    from credhelper.cli import sso
-
-    main.add_command(sso.sso)
-    main.add_command(mint.mint)
+    from credhelper.cli import daemon, doctor, export, keys, login, mint, service, setup, sso, status
     from credhelper.cli import exec as exec_cmd
 
-    main.add_command(exec_cmd.exec_)
+    for command in (
+        export.export, exec_cmd.exec_, login.login, login.logout, keys.keys, daemon.daemon,
+        status.status, service.service, setup.setup, doctor.doctor, sso.sso, mint.mint,
+    ):
+        main.add_command(command)
 
 
 _register()

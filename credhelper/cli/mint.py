@@ -56,5 +56,6 @@ def mint(
     exp = minted.credentials.expiration
     click.echo(
         f"credhelper: credentials for {req.role_arn} (session {minted.session_name}, from "
-        f"{minted.identity.where}) written to $GITHUB_ENV, valid until {exp:%Y-%m-%dT%H:%M:%SZ}"
+        f"{minted.identity.where}) written to $GITHUB_ENV, valid until {exp:%Y-%m-%dT%H:%M:%SZ}",
+        err=True,  # a status line: stdout is for the workflow commands (::add-mask::)
     )
