@@ -421,6 +421,11 @@ def run_cost(base: Path, result: Down, idle: float, failures: int = 4) -> None:
 # ------------------------------------------------------------------ report
 
 
+def flat(samples: list[int], slack_kb: int = 5 * 1024) -> str:
+    """'met' when the max is within `slack_kb` of the first sample."""
+    return "met" if max(samples) - samples[0] <= slack_kb else "**not met**"
+
+
 def kb(v: float) -> str:
     return f"{v / 1024:.1f} MiB"
 
@@ -435,6 +440,9 @@ def report(load: Load, down: Down, args: argparse.Namespace, started: float) -> 
     outcomes: dict[str, int] = {}
     for r in down.refreshes:
         outcomes[str(r.get("outcome"))] = outcomes.get(str(r.get("outcome")), 0) + 1
+    tick = 1000 / CLK_TCK / args.idle_seconds
+    idle = (f"{down.idle_rate * 1000:.2f} ms per s" if down.idle_rate
+            else f"0 (below the resolution: {tick:.1f} ms per s)")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
     delays = " ".join(f"{x:g}" for x in down.delays)
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -466,7 +474,7 @@ def report(load: Load, down: Down, args: argparse.Namespace, started: float) -> 
         "",
         "| daemon (from /proc/PID/status, every second) | start | end | max |",
         "|---|---:|---:|---:|",
-        f"| VmRSS | {kb(rss[0])} | {kb(rss[-1])} | {kb(max(rss))} |",
+        f"| VmRSS (flat: {flat(rss)}) | {kb(rss[0])} | {kb(rss[-1])} | {kb(max(rss))} |",
         f"| threads | {threads[0]} | {threads[-1]} | {max(threads)} |",
         f"| open fds | {fds[0]} | {fds[-1]} | {max(fds)} |",
         "",
@@ -490,8 +498,8 @@ def report(load: Load, down: Down, args: argparse.Namespace, started: float) -> 
         " to 300 s, jittered down to half: 12 to 24 an hour |",
         f"| announced retry delays (s) | {delays} | growing, capped at 300 |",
         f"| VmRSS start / end / max over the hour | {kb(down.rss[0])} / {kb(down.rss[-1])} /"
-        f" {kb(max(down.rss))} | flat |",
-        f"| idle CPU (utime + stime, /proc/PID/stat) | {down.idle_rate * 1000:.2f} ms per s | |",
+        f" {kb(max(down.rss))} | flat: {flat(down.rss)} |",
+        f"| idle CPU (utime + stime, /proc/PID/stat) | {idle} | |",
         f"| CPU per failing refresh | {down.per_refresh() * 1000:.0f} ms | |",
         f"| CPU per hour with STS down = refreshes x CPU per refresh + idle | **{down.per_hour():.2f} s**"
         f" | < 1 s per hour: {'met' if down.per_hour() < 1 else '**not met**'} |",
