@@ -8,19 +8,28 @@ writes an offset into FAKETIME_TIMESTAMP_FILE and moves the emulator's clock by
 the same amount; monotonic time stays real, so every wait keeps its deadline.
 The watcher looks every `TICK` seconds; a test that must show that nothing
 happened waits for the status to show a look made after the clock moved.
+
+Caveat of libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 (needed: with a
+faked monotonic clock Python's Event.wait never returns): `time.sleep` fails with
+EINVAL in the faked process. The daemon's path in these tests does not sleep (no
+lock contention, no paced warm-up); `login`, which polls with sleeps, runs on the
+real clock.
 """
 
 from __future__ import annotations
 
 import glob
 import io
+import json
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import file_store_toml, unavailable
@@ -28,7 +37,14 @@ from daemon_helpers import Daemon, Daemons, poll
 from sso_emulator import SSOEmulator
 
 from credhelper import notify
-from credhelper.daemon.sessions import CHECK_EVERY, TICK, span
+from credhelper.broker import Broker
+from credhelper.config import AwsConfig
+from credhelper.daemon.keeper import ProfileState
+from credhelper.daemon.sessions import CHECK_EVERY, TICK, SessionWatcher, span
+from credhelper.model import Credentials, iso_z
+from credhelper.settings import Settings
+from credhelper.store import item
+from credhelper.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from conftest import AwsEnv
@@ -281,6 +297,15 @@ def test_revoked_refresh_token_warns_once_then_near_the_end(
     assert len(daemon.events("sign_in_needed")) == 1
     assert world.daemons.export(PROFILE).akid == served["AccessKeyId"]
 
+    # the remedy works: `login` signs in anew (the access token is still valid, but
+    # it cannot be renewed), and the warning goes away (login on the real clock:
+    # it sleeps between polls, see the module docstring)
+    remedy = world.aws.run("login", "--profile", PROFILE, "--device-code", timeout=120)
+    assert remedy.returncode == 0, remedy.stderr
+    assert "already signed in" not in remedy.stdout
+    assert world.emu.state()["authorizations_started"] == 2
+    poll(lambda: sign_in_status(daemon) is None, timeout=WAIT, what="the warning to go away")
+
 
 def test_no_notification_service_is_not_an_error(world: World) -> None:
     """The bus has no org.freedesktop.Notifications: login works and says nothing about it."""
@@ -342,3 +367,144 @@ def test_unattended() -> None:
                                                 (3600, "1h00m"), (5400, "1h30m"), (-5, "0s")])
 def test_span(seconds: int, text: str) -> None:
     assert span(seconds) == text
+
+
+# ------------------------------------------------------------------ the watcher's rules (injected clock)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def _add(self, event: str, **kw: Any) -> None:
+        self.lines.append((event, kw))
+
+    info = warning = error = _add
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [kw for event, kw in self.lines if event == name]
+
+
+WATCHED_CONFIG = """
+[profile mfa]
+role_arn = arn:aws:iam::123456789012:role/mfa-role
+source_profile = base
+mfa_serial = arn:aws:iam::123456789012:mfa/alice
+
+[profile base]
+region = us-east-1
+
+[profile sso]
+sso_session = corp
+sso_account_id = 333333333333
+sso_role_name = BedrockUser
+
+[sso-session corp]
+sso_start_url = https://corp.awsapps.com/start
+sso_region = us-east-1
+"""
+
+
+class Watched:
+    """A SessionWatcher over a stub keeper holding real ProfileStates and a real Broker."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cfg = tmp / "config"
+        cfg.write_text(WATCHED_CONFIG)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(cfg))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "credentials"))
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.broker = Broker(settings=Settings(refresh_window=900), store=self.store, config=AwsConfig.load(),
+                             now=self.clock, lock_dir=str(tmp))
+        self.keeper = SimpleNamespace(broker=self.broker, _states={})
+        self.sent: list[tuple[str, str]] = []
+        self.log = Log()
+        self.watcher = SessionWatcher(self.keeper, None, self.log,  # type: ignore[arg-type]
+                                      sender=lambda s, b: self.sent.append((s, b)) or True)
+
+    def serve(self, profile: str, lifetime: int = 3600) -> ProfileState:
+        """The daemon serves credentials minted now: served until 45 min from now."""
+        st = ProfileState(profile)
+        st.creds = Credentials("ASIAWATCHED000000001", "secret", "token",
+                               self.clock.now + timedelta(seconds=lifetime), source="x",
+                               issued=self.clock.now)
+        self.keeper._states[profile] = st
+        return st
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+
+
+def test_mfa_session_ending_first_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Watched(tmp_path, monkeypatch)
+    st = w.serve("mfa")
+
+    def mfa_session(ends_in: float) -> None:
+        creds = Credentials("ASIAMFASESSION000001", "s", "t", w.clock.now + timedelta(seconds=ends_in))
+        w.store.set(item("mfa-session", "base"), json.dumps(
+            {"v": 1, "serial": "arn:aws:iam::123456789012:mfa/alice", "credentials": creds.to_record()}))
+
+    mfa_session(3600 + 600)  # usable (SERVE_FLOOR before its end) after the served ones stop: quiet
+    w.watcher.look()
+    assert st.sign_in is None and w.sent == []
+    mfa_session(1800)  # a new MFA session that ends first
+    w.watcher.look()
+    assert st.sign_in == "sign-in needed, current credentials last 45m"
+    [(summary, body)] = w.sent
+    assert summary == "Sign-in needed for mfa" and body.endswith("Run: credhelper login --profile mfa")
+    assert "the MFA session of base ends" in body
+    w.advance(60)
+    w.watcher.look()
+    assert len(w.sent) == 1 and st.sign_in == "sign-in needed, current credentials last 44m"
+    w.advance(35 * 60)  # 9 min left
+    w.watcher.look()
+    assert len(w.sent) == 2 and w.sent[1][0] == "Credentials for mfa stop in 9m"
+    w.advance(60)
+    w.watcher.look()
+    assert len(w.sent) == 2
+    assert len(w.log.events("sign_in_needed")) == 1
+
+
+def test_client_registration_expiry_is_a_fixed_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Watched(tmp_path, monkeypatch)
+    st = w.serve("sso")
+    record = {"v": 1, "access_token": "a", "expires_at": iso_z(w.clock.now + timedelta(hours=1)),
+              "refresh_token": "r", "client_id": "cid", "client_secret": "cs", "region": "us-east-1",
+              "start_url": "https://corp.awsapps.com/start"}
+    w.store.set(item("sso-token", "corp"), json.dumps(record))
+    w.store.set(item("sso-client", "corp#device"), json.dumps(
+        {"clientId": "cid", "clientSecret": "cs", "expiresAt": iso_z(w.clock.now + timedelta(minutes=20))}))
+    w.watcher._checked["sso:corp"] = w.clock.now  # the refresh token was checked just now
+    w.watcher.look()
+    assert st.sign_in == "sign-in needed, current credentials last 45m"
+    [(_, body)] = w.sent
+    assert "the client registration of corp expires" in body
+    # signed in again with a fresh registration: the warning goes, and may come again later
+    w.store.set(item("sso-client", "corp#device"), json.dumps(
+        {"clientId": "cid", "clientSecret": "cs", "expiresAt": iso_z(w.clock.now + timedelta(days=90))}))
+    w.watcher.look()
+    assert st.sign_in is None and len(w.sent) == 1
+
+
+def test_a_session_check_that_fails_for_a_passing_reason_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = Watched(tmp_path, monkeypatch)
+    st = w.serve("sso")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSO_OIDC", "http://127.0.0.1:9")  # nothing listens
+    record = {"v": 1, "access_token": "a", "expires_at": iso_z(w.clock.now + timedelta(minutes=20)),
+              "refresh_token": "r", "client_id": "cid", "client_secret": "cs", "region": "us-east-1",
+              "start_url": "https://corp.awsapps.com/start"}
+    w.store.set(item("sso-token", "corp"), json.dumps(record))
+    w.watcher.look()  # the refresh check cannot reach the service: the token is kept
+    assert st.sign_in is None and w.sent == []
+    assert w.watcher._checked["sso:corp"] == w.clock.now

@@ -64,6 +64,8 @@ class SessionEnd:
     why: str
     #: what the human signs in to (an sso-session name, or the MFA keys profile)
     name: str
+    #: False when a check failed for a passing reason: nothing changes until the next
+    known: bool = True
 
 
 class SessionWatcher:
@@ -118,6 +120,8 @@ class SessionWatcher:
     def _judge(self, key: str, members: list[tuple[ProfileState, Target]], broker: Broker,
                now: datetime) -> None:
         end = self._session_end(key, members[0][1], broker, now)
+        if not end.known:
+            return
         needy: list[tuple[datetime, str]] = []
         for st, _ in members:
             assert st.creds is not None
@@ -186,7 +190,7 @@ class SessionWatcher:
             return SessionEnd(now, f"the IAM Identity Center token of {sess.name} is unreadable", sess.name)
         except CredhelperError as exc:  # a passing failure: nothing is known; look again later
             self.log.info("session_check", session=sess.name, outcome="unknown", error=exc.message)
-            return SessionEnd(None, "", sess.name)
+            return SessionEnd(None, "", sess.name, known=False)
         if record is None:
             return SessionEnd(now, f"there is no IAM Identity Center session for {sess.name}", sess.name)
         if not record.refresh_token:

@@ -84,7 +84,7 @@ def _sso(
 ) -> str:
     wait = max(deadline - time.monotonic(), 1)
     tokens = Tokens(broker.store, broker.clients, broker.now, lock_timeout=wait)
-    if tokens.usable(sess, profile):
+    if _signed_in(tokens, sess, profile):
         return f"already signed in to {sess.name}"
 
     def waiting() -> None:
@@ -93,12 +93,22 @@ def _sso(
 
     left = max(deadline - time.monotonic(), 0.1)
     with profile_lock(f"login:{sess.key}", left, broker.lock_dir, on_wait=waiting):
-        if tokens.usable(sess, profile):  # the login we waited for succeeded
+        if _signed_in(tokens, sess, profile):  # the login we waited for succeeded
             return f"signed in to {sess.name} (by another credhelper login)"
         flow_cls = DeviceFlow if device else PkceFlow
         record = flow_cls(tokens, sess, profile, out=out, open_url=open_url, deadline=deadline).run()
         tokens.save(sess, record)
     return f"signed in to {sess.name}"
+
+
+def _signed_in(tokens: Tokens, sess: SsoSession, profile: str) -> bool:
+    """A valid or refreshable token that can also be renewed. One whose refresh
+    token was refused (or never issued) lasts only until its access token ends:
+    signing in again now is what the daemon's "sign-in needed" warning asks for."""
+    if not tokens.usable(sess, profile):
+        return False
+    record = tokens.load(sess)
+    return record is not None and bool(record.refresh_token)
 
 
 def _mfa(
