@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import botocore.exceptions
 
 from credhelper.claude_settings import BEARER
+from credhelper.deadline import Deadline, DeadlineExceeded
 from credhelper.doctor import Result, State
 from credhelper.errors import (
     EXIT_BUG,
@@ -21,8 +20,6 @@ from credhelper.errors import (
     CredhelperError,
     LoginRequired,
 )
-
-T = TypeVar("T")
 
 #: what Claude Code needs from Bedrock (its startup calls, contract §4)
 BEDROCK_ACTIONS = (
@@ -34,30 +31,6 @@ _NETWORK_ERRORS = (
     botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError,
     botocore.exceptions.HTTPClientError,
 )
-
-
-class Timeout(Exception):
-    pass
-
-
-def with_deadline(fn: Callable[[], T], seconds: float) -> T:
-    """`fn()` in a daemon thread, waited for at most `seconds` in total."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="doctor-check")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise Timeout(f"no answer within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def _clients(state: State) -> Any:
@@ -97,11 +70,12 @@ def credentials(state: State) -> Result:
     broker = Broker(settings=state.settings, store=state.store, config=state.config,
                     clients=_clients(state), environ=state.environ)
     try:
-        state.creds = with_deadline(lambda: broker.get(p), state.deadline * 2)
+        budget = Deadline(state.deadline * 2)
+        state.creds = budget.call("credentials", lambda: broker.get(p, deadline=budget))
     except LoginRequired as exc:
         return Result(name, False, f"profile {p} needs a sign-in",
                       f"run credhelper login --profile {exc.profile}", exc.exit_code)
-    except Timeout as exc:
+    except DeadlineExceeded as exc:
         return Result(name, False, f"getting credentials for profile {p} hung ({exc})",
                       "check the network, HTTPS_PROXY and AWS_ENDPOINT_URL_*", EXIT_UPSTREAM)
     except CredhelperError as exc:
@@ -134,7 +108,7 @@ def _aws_failure(name: str, service: str, exc: BaseException, endpoint: str) -> 
     """(code or what happened, the endpoint) of a failed call, for a message."""
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", "Unknown")), endpoint
-    if isinstance(exc, Timeout | botocore.exceptions.ReadTimeoutError):
+    if isinstance(exc, DeadlineExceeded | botocore.exceptions.ReadTimeoutError):
         return "timeout", endpoint
     if isinstance(exc, _NETWORK_ERRORS):
         return "unreachable", endpoint
@@ -147,8 +121,8 @@ def sts(state: State) -> Result:
         return Result(name, None, "STS GetCallerIdentity: skipped (no credentials)")
     client = _clients(state).client("sts", p, state.creds)
     try:
-        ident = with_deadline(client.get_caller_identity, state.deadline)
-    except (Timeout, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        ident = Deadline(state.deadline).call("sts", client.get_caller_identity)
+    except (DeadlineExceeded, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         code, url = _aws_failure(name, "sts", exc, client.meta.endpoint_url)
         drop = f"drop them with credhelper logout --profile {p}, then run credhelper doctor again"
         if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
@@ -197,8 +171,8 @@ def _bedrock(state: State) -> Result:
             return "ListFoundationModels"
 
     try:
-        action = with_deadline(call, state.deadline)
-    except (Timeout, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        action = Deadline(state.deadline).call("bedrock", call)
+    except (DeadlineExceeded, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         code, _ = _aws_failure(name, "bedrock", exc, url)
         if "AccessDenied" in code:
             return Result(name, False, f"Bedrock in {state.region} denied profile "
