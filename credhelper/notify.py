@@ -47,6 +47,9 @@ def send(summary: str, body: str, *, environ: Mapping[str, str] | None = None) -
 
 def _freedesktop(summary: str, body: str, env: Mapping[str, str]) -> bool:
     address = env.get("DBUS_SESSION_BUS_ADDRESS")
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if not address and runtime and os.path.exists(os.path.join(runtime, "bus")):
+        address = f"unix:path={os.path.join(runtime, 'bus')}"  # what systemd's user bus listens on
     if not address:
         return False
     from jeepney import DBusAddress, MessageType, new_method_call

@@ -23,6 +23,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -508,3 +509,29 @@ def test_a_session_check_that_fails_for_a_passing_reason_changes_nothing(
     w.watcher.look()  # the refresh check cannot reach the service: the token is kept
     assert st.sign_in is None and w.sent == []
     assert w.watcher._checked["sso:corp"] == w.clock.now
+
+
+def test_macos_uses_osascript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On macOS the notification is `osascript -e 'display notification …'`, its
+    text quoted as AppleScript strings (a stand-in osascript records its argv)."""
+    record = tmp_path / "argv.json"
+    fake = tmp_path / "osascript"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                    f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert notify.send('Say "hi"', "back\\slash")
+    assert json.loads(record.read_text()) == [
+        "-e", 'display notification "back\\\\slash" with title "credhelper" subtitle "Say \\"hi\\""']
+    fake.unlink()
+    assert notify.send("x", "y") is False  # no osascript: nothing shown, no error
+
+
+def test_user_bus_of_systemd_is_found(notifications: Notifications, tmp_path: Path) -> None:
+    """No DBUS_SESSION_BUS_ADDRESS (a service's environment): $XDG_RUNTIME_DIR/bus."""
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    (runtime / "bus").symlink_to(notifications.address.split("path=")[1].split(",")[0])
+    assert notify.send("s", "b", environ={"XDG_RUNTIME_DIR": str(runtime)})
+    assert notifications.received() == [("credhelper", "s", "b")]
