@@ -24,13 +24,14 @@ the user's ~/.aws, keyring and daemon are never touched:
    monotonic clock.) The refreshes it logged (no retry spin: the backoff
    doubles from 5 s to 300 s) and its RSS over that hour.
 3. The CPU cost, in real time without libfaketime (whose clock-file reads
-   cost CPU of their own): a daemon's idle rate, and the CPU (utime + stime
-   from /proc/PID/stat) of its first failing refreshes once STS is down.
+   cost CPU of their own): the idle rate of the load's daemon after the load,
+   and the CPU (utime + stime from /proc/PID/stat) of another daemon's first
+   failing refreshes once STS is down.
    CPU per hour = the hour's refreshes x CPU per refresh + the idle rate.
 
 Results go to stdout and, unless --no-write, into bench/RESULTS.md between the
 markers of the section "Reliability: daemon resource bounds" (other sections
-are left alone). Runs in about four minutes.
+are left alone). Runs in about five minutes.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class Load:
     sts_calls: int = 0
 
 
-def run_load(base: Path, rate: float, seconds: float, threads: int) -> Load:
+def run_load(base: Path, rate: float, seconds: float, threads: int, down: Down, idle: float) -> Load:
     sts = Sts()
     env = make_home(base / "load", sts.url, warm=False)
     d = Daemon(env, base / "load-daemon.log")
@@ -279,6 +280,10 @@ def run_load(base: Path, rate: float, seconds: float, threads: int) -> Load:
         sampling.join()
         result.samples.append(d.status())
         result.sts_calls = sts.calls
+        # then idle: credentials for an hour, nothing due, nobody asking
+        cpu0, t0 = d.cpu_seconds(), time.monotonic()
+        time.sleep(idle)
+        down.idle_rate = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0)
     finally:
         d.stop()
         sts.close()
@@ -323,7 +328,7 @@ def parse_z(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def run_down(base: Path, hour: float = 3600) -> Down:
+def run_down(base: Path, result: Down, hour: float = 3600) -> None:
     """The daemon mints 900 s credentials for its warm profile, then STS goes
     away (its port closed: connection refused): every scheduled refresh fails
     and is retried with backoff. The daemon's wall clock (libfaketime, from an
@@ -347,7 +352,6 @@ def run_down(base: Path, hour: float = 3600) -> Down:
     env.update(LD_PRELOAD=libfaketime(), FAKETIME_TIMESTAMP_FILE=str(clock), FAKETIME_NO_CACHE="1",
                FAKETIME_DONT_FAKE_MONOTONIC="1")
     d = Daemon(env, base / "down-daemon.log")
-    result = Down()
     try:
         deadline = time.monotonic() + 60
         while not (minted := [x for x in d.log() if x.get("outcome") == "minted"]):
@@ -380,14 +384,13 @@ def run_down(base: Path, hour: float = 3600) -> Down:
         result.delays = [float(x["retry_in"]) for x in result.refreshes]
     finally:
         d.stop()
-    return result
 
 
-def run_cost(base: Path, result: Down, idle: float, failures: int = 4) -> None:
-    """In real time, no libfaketime: the idle CPU rate of a daemon holding
-    credentials, then the CPU of its first `failures` failing refreshes once STS
-    is down (refresh_window 870 s on 900 s credentials: the first refresh is
-    due within a minute; the retries follow after 5, 10, 20… s)."""
+def run_cost(base: Path, result: Down, failures: int = 4) -> None:
+    """In real time, no libfaketime: the CPU of a daemon's first `failures`
+    failing refreshes once STS is down (refresh_window 870 s on 900 s
+    credentials: the first refresh is due within a minute; the retries follow
+    after 5, 10, 20… s), the idle time between them included."""
     sts = Sts()
     env = make_home(base / "cost", sts.url, warm=True, duration=900)
     settings = Path(env["CREDHELPER_CONFIG"])
@@ -399,10 +402,6 @@ def run_cost(base: Path, result: Down, idle: float, failures: int = 4) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the daemon minted nothing within 60 s")
             time.sleep(0.1)
-        time.sleep(1)
-        cpu0, t0 = d.cpu_seconds(), time.monotonic()
-        time.sleep(idle)
-        result.idle_rate = (d.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         sts.close()
         seen = len(d.log())
         cpu0, t0 = d.cpu_seconds(), time.monotonic()
@@ -489,8 +488,9 @@ def report(load: Load, down: Down, args: argparse.Namespace, started: float) -> 
         f" logs it, so the daemon lives through {down.fake / 3600:.2f} h of its clock, every failing"
         f" refresh of it included, in {down.real:.0f} s. CPU is measured apart, in real time and without"
         " libfaketime (which reads its clock file at every time call: 25 ms of CPU a second here):"
-        f" the idle rate over {args.idle_seconds:g} s, then the first {down.failed} failing refreshes"
-        f" of another daemon ({down.failed_real:.0f} s, the idle time between them included).",
+        f" the idle rate of the load's daemon over {args.idle_seconds:g} s after the load (credentials"
+        f" for an hour, nothing due), and the first {down.failed} failing refreshes of another daemon"
+        f" ({down.failed_real:.0f} s, the idle time between them included).",
         "",
         "| measure | value | bound |",
         "|---|---:|---|",
@@ -527,7 +527,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if not CREDHELPER.exists():
@@ -535,10 +535,11 @@ def main() -> int:
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="credhelper-rel-"))
     try:
-        load = run_load(base, args.rate, args.seconds, args.threads)
+        down = Down()
+        load = run_load(base, args.rate, args.seconds, args.threads, down, args.idle_seconds)
         print(f"load: {load.sent} sent in {load.took:.1f} s, errors {load.errors}", file=sys.stderr)
-        down = run_down(base)
-        run_cost(base, down, args.idle_seconds)
+        run_down(base, down)
+        run_cost(base, down)
         print(f"down: {len(down.refreshes)} refreshes in {down.fake / 3600:.2f} h (fake),"
               f" {down.per_refresh() * 1000:.0f} ms CPU each, idle {down.idle_rate * 1000:.2f} ms/s",
               file=sys.stderr)
