@@ -212,10 +212,10 @@ def try_daemon(args: list[str]) -> int | None:
         sys.stdout.write(body)
         sys.stdout.flush()
         return 0
-    if kind == "error" and code not in (0, 1):
+    if kind == "error" and code not in (0, 1, 2):
         sys.stderr.write(f"credhelper: {body}\n")
         return code
-    return None  # fallback, or a daemon bug: the direct path decides
+    return None  # fallback, a daemon bug or a request it could not take: the direct path decides
 
 
 def try_lean(args: list[str]) -> int | None:

@@ -38,7 +38,8 @@ def _jstr(text: str) -> str:
     for ch in text:
         if ch == '"' or ch == "\\":
             out.append("\\" + ch)
-        elif ch < " ":
+        elif ch < " " or "\ud800" <= ch <= "\udfff":
+            # controls, and surrogates (undecodable bytes of os.environ), as JSON escapes
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)

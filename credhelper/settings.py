@@ -85,11 +85,17 @@ def load(path: str | None = None) -> Settings:
             data = tomllib.load(f)
     except FileNotFoundError:
         settings = Settings(path=path)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read settings file {path}: {exc}: fix or remove it") from exc
+    except (OSError, ValueError) as exc:  # ValueError: TOMLDecodeError, not UTF-8, a 5000-digit number
+        reason = _short_reason(exc)
+        raise ConfigError(f"cannot read settings file {path}: {reason}: fix or remove it") from None
     else:
         settings = parse(data, path)
     return dataclasses.replace(settings, store=store) if store else settings
+
+
+def _short_reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:

@@ -141,7 +141,12 @@ def test_no_secret_in_any_daemon_log_line(aws_env: AwsEnv, daemons: Daemons) -> 
         s.settimeout(10)
         s.connect(str(d.socket))
         s.sendall(f"garbage {BASE_SECRET}\n".encode())
-        assert s.recv(4096).startswith(protocol.MAGIC + b" error 2 ")
+        data = b""
+        while b" error " not in data and (chunk := s.recv(4096)):
+            data += chunk
+        greeting, _, rest = data.partition(b"\n")  # the accept loop's `wait` comes first
+        assert greeting.startswith(protocol.MAGIC + b" wait ")
+        assert rest.startswith(protocol.MAGIC + b" error 2 ")
     other = {"HOME": str(aws_env.home), "AWS_CONFIG_FILE": str(aws_env.home / "elsewhere")}
     answer = ask(d.socket, "export", {"profile": "dev", "format": "claude"}, other)
     assert answer is not None and answer[0] == "fallback"

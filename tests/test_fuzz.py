@@ -38,8 +38,8 @@ FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 #: every character, surrogates too (os.environ holds them for non-UTF-8 bytes)
 ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=30)
-#: until the reported surrogate crash is fixed (then: ANY_TEXT)
-ENV_TEXT = st.text(max_size=30)
+#: environment values may hold surrogates (undecodable bytes of os.environ)
+ENV_TEXT = ANY_TEXT
 
 
 # ------------------------------------------------------------------ the wire format
@@ -100,9 +100,6 @@ class TestProtocol:
             return
         assert req["v"] == protocol.VERSION
 
-    @pytest.mark.xfail(strict=True, reason="REPORTED (protocol.encode_request): a non-UTF-8 byte in "
-                       "HOME (a surrogate in os.environ) crashes the fast path with UnicodeEncodeError; "
-                       "when fixed, drop this mark and use ANY_TEXT for ENV_TEXT")
     def test_surrogate_in_environment_round_trips(self) -> None:
         env = {"HOME": "/home/caf\udce9"}
         assert protocol.decode_request(protocol.encode_request("export", {}, env))["env"] == env
@@ -208,11 +205,10 @@ def test_daemon_survives_random_and_mutated_requests(aws_env: AwsEnv,
 # ------------------------------------------------------------------ settings
 
 
-#: until the two settings crashes above are fixed: valid UTF-8 only, integers
-#: below Python's 4300-digit limit (then: st.binary(max_size=300), "surrogatepass", 5000)
-SETTINGS_BYTES = st.text(max_size=300).map(str.encode)
-SETTINGS_ERRORS = "strict"
-HUGE_DIGITS = 4000
+#: any bytes (not UTF-8 is a config error too), and integers past Python's 4300-digit limit
+SETTINGS_BYTES = st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+SETTINGS_ERRORS = "surrogatepass"
+HUGE_DIGITS = 5000
 
 
 TOML_KEYS = [
@@ -246,17 +242,12 @@ def toml_text() -> st.SearchStrategy[str]:
 
 
 class TestSettings:
-    @pytest.mark.xfail(strict=True, reason="REPORTED (settings.load): tomllib's UnicodeDecodeError "
-                       "escapes as exit 1; when fixed, drop this mark and widen SETTINGS_BYTES")
     def test_settings_file_not_utf8_is_a_config_error(self, tmp_path: Path) -> None:
         path = tmp_path / "config.toml"
         path.write_bytes(b'store = "memory"\n# caf\xe9\n')
         with pytest.raises(CredhelperError):
             settings_mod.load(str(path))
 
-    @pytest.mark.xfail(strict=True, reason="REPORTED (settings.load): tomllib's ValueError for an "
-                       "integer of > 4300 digits escapes as exit 1; when fixed, drop this mark and "
-                       "set HUGE_DIGITS = 5000")
     def test_integer_of_5000_digits_is_a_config_error(self, tmp_path: Path) -> None:
         path = tmp_path / "config.toml"
         path.write_text("mint_timeout = " + "9" * 5000 + "\n")

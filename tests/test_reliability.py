@@ -26,6 +26,7 @@ import pytest
 from daemon_helpers import Daemon, Daemons, poll, valid_claude_output, write_setup
 
 from credhelper import fastpath, protocol
+from credhelper.daemon import server
 
 if TYPE_CHECKING:
     from conftest import AwsEnv
@@ -450,13 +451,16 @@ def test_break09_slowloris_does_not_starve_real_clients(aws_env: AwsEnv, daemons
     first = daemons.export()
     assert first.rc == 0
     with Slowloris(d.socket, 600):
-        time.sleep(2.5)  # let the attack fill whatever it can, past one request deadline
+        time.sleep(1)  # let the attack fill whatever it can
         for _ in range(5):
             done = daemons.export()
             assert done.rc == 0 and done.creds == first.creds, done.describe()
+        # a request line has a total deadline: the trickling connections are cut off
+        d.wait_for("bad_request", error="timeout", timeout=server.REQUEST_TIMEOUT + 20)
+        done = daemons.export()
+        assert done.rc == 0 and done.creds == first.creds, done.describe()
     served = [ln for ln in d.events("export", profile="dev") if ln.get("served_by") == "memory"]
-    assert len(served) >= 5, d.tail()
-    assert d.events("bad_request", error="timeout"), "the trickling connections were never cut off"
+    assert len(served) >= 6, d.tail()
 
 
 # ------------------------------------------------------------------ break 10: recursion

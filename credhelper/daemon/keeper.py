@@ -230,10 +230,13 @@ class Keeper:
         message = exc.message if isinstance(exc, CredhelperError) else f"internal error {type(exc).__name__}"
         if st.creds is None and not self._known(st.name):
             # A name no configuration knows (a typo, garbage from a client):
-            # the caller hears the error; the daemon keeps nothing of it.
+            # the caller hears the error and the log has a line; no state is kept.
             with self._lock:
                 if self._states.get(st.name) is st:
                     del self._states[st.name]
+            outcome = "config_error" if isinstance(exc, ConfigError) else "failed"
+            self.log.warning("refresh", profile=st.name, outcome=outcome, error=message,
+                             duration_ms=duration_ms)
             return
         first_time = message != st.last_error
         st.last_error = message

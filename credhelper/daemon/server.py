@@ -34,7 +34,9 @@ from credhelper import protocol
 from credhelper.deadline import DEFAULT_BUDGET
 
 #: a request line must be complete this long after the connection was accepted
-REQUEST_TIMEOUT = 2.0
+#: (a client starved of CPU between connect and send still makes it; a waiting
+#: connection costs a descriptor, not a thread, so this need not be short)
+REQUEST_TIMEOUT = 10.0
 #: worker threads (requests being answered) at once
 MAX_CLIENTS = 512
 #: connections still sending their request line at once
