@@ -34,7 +34,8 @@ PYTHON = VENV / "bin" / "python"
 CREDHELPER = VENV / "bin" / "credhelper"
 STAMP = VENV / "credhelper-bench-stamp.json"
 #: what the wheel is built from (setuptools: packages credhelper*, package data py.typed, script-files)
-TOP_FILES = ("pyproject.toml", "README.md", "bin/credhelper")
+TOP_FILES = ("pyproject.toml", "README.md", "bin/credhelper",
+             "service/credhelper.service", "service/com.github.credhelper.daemon.plist")  # data-files
 
 
 def log(msg: str) -> None:
