@@ -150,6 +150,51 @@ class TestServablePolicy:
             assert (lean is not None) == broker.servable(creds), (left, lifetime, window)
 
 
+class TestCopiesAgree:
+    """The lean path's copies of the settings rules and of model.render."""
+
+    def test_settings_tables(self) -> None:
+        from credhelper import settings as full
+        from credhelper.lean import settings as lean
+
+        assert lean.TYPES == full._TYPES and lean.RANGES == full.RANGES and lean.ALIASES == full.ALIASES
+        assert (lean.MAX_TEXT, lean.MAX_WARM, lean.STORES) == (full.MAX_TEXT, full.MAX_WARM, full.STORES)
+        defaults = Settings()
+        assert all(getattr(defaults, k) == v for k, v in lean.DEFAULTS.items())
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=st.dictionaries(
+        st.sampled_from(["refresh_window", "store", "warm_profiles", "key_file", "export_timeout",
+                         "mint_timeout", "max_refresh_rate", "encrypted_file", "nope"]),
+        st.one_of(st.integers(-10, 100000), st.booleans(),
+                  st.sampled_from(["keyring", "encrypted-file", "x", ""]),
+                  st.lists(st.sampled_from(["a", "", "b\x00"]), max_size=3)), max_size=4))
+    def test_lean_accepts_only_what_parse_accepts(self, data: dict[str, Any]) -> None:
+        from credhelper import settings as full
+        from credhelper.lean import settings as lean
+
+        try:
+            parsed: Settings | None = full.parse(dict(data))
+        except CredhelperError:
+            parsed = None
+        assert lean._valid(data) == (parsed is not None), data
+        if parsed is not None:
+            for key in ("refresh_window", "store", "encrypted_file", "key_file"):
+                assert data.get(key, lean.DEFAULTS[key]) == getattr(parsed, key)
+
+    @pytest.mark.parametrize("fmt", ["claude", "process", "env", "json"])
+    def test_render(self, fmt: str) -> None:
+        from credhelper.lean import from_record, render
+        from credhelper.model import render as full_render
+
+        issued = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+        creds = Credentials("ASIAEXAMPLE", "se'cr et/+=", "to$ken\"x", issued + timedelta(seconds=3600),
+                            "assume-role", issued)
+        record = json.loads(json.dumps(creds.to_record()))
+        assert render(from_record(record), fmt, "dev") == full_render(
+            Credentials.from_record(record), fmt, profile="dev")
+
+
 # ------------------------------------------------------------------ the property test
 
 NAMES = ["default", "dev", "prod", "base", "ci", "a.b", "sso-user", "x_1"]
