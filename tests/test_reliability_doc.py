@@ -17,7 +17,7 @@ DOC = REPO / "docs" / "reliability.md"
 #: tests/<path>.py::Name(::Name)? - a parametrized id is named by its function
 NODE = re.compile(r"(tests/[\w/]+\.py)((?:::\w+)+)")
 #: modules whose every test must have a row (the ones written for the matrix)
-FULLY_LISTED = ("tests/test_fault_matrix.py",)
+FULLY_LISTED = ("tests/test_fault_matrix.py", "tests/test_fault_matrix_store.py")
 
 
 def table_rows(text: str) -> list[list[str]]:
