@@ -1188,7 +1188,18 @@ def write_results(out: Path, ctx: dict[str, Any]) -> None:
         add("")
         add(f"**The peer target was missed** (least {least:.1f}{X} < {PEER_FACTOR:.0f}{X}).")
     add("")
-    out.write_text("\n".join(L) + "\n")
+    out.write_text("\n".join(L) + "\n" + kept_sections(out))
+
+
+def kept_sections(out: Path) -> str:
+    """Sections other tools keep in the same file between `<!-- NAME: begin -->` and
+    `<!-- NAME: end -->` (bench/reliability.py): carried over, not ours to drop."""
+    try:
+        old = out.read_text()
+    except OSError:
+        return ""
+    spans = re.finditer(r"(?ms)^<!-- ([\w.-]+): begin -->$.*?^<!-- \1: end -->$", old)
+    return "".join(f"\n{m.group(0)}\n" for m in spans)
 
 
 def recv_note(prof: Profile) -> str:
