@@ -195,6 +195,20 @@ class TestCopiesAgree:
             Credentials.from_record(record), fmt, profile="dev")
 
 
+class TestStricterThanTheFullStore:
+    def test_key_file_others_can_read_or_relative_declines(self, tmp_path: Path) -> None:
+        issued = datetime.now(UTC).replace(microsecond=0)
+        env = TestServablePolicy()._setup(tmp_path, issued, 3600, 900)
+        with mock.patch.dict(os.environ, env):
+            assert export_text("p", "claude", env) is not None
+            (tmp_path / "store.key").chmod(0o644)  # the full store refuses it (exit 5)
+            assert export_text("p", "claude", env) is None
+            (tmp_path / "store.key").chmod(0o600)
+            toml = (tmp_path / "s.toml").read_text().replace(str(tmp_path / "store.key"), "store.key")
+            (tmp_path / "s.toml").write_text(toml)  # relative: resolved by the full store's rules
+            assert export_text("p", "claude", env) is None
+
+
 # ------------------------------------------------------------------ the property test
 
 NAMES = ["default", "dev", "prod", "base", "ci", "a.b", "sso-user", "x_1"]
