@@ -229,6 +229,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill9_mid_write(aws_env: AwsEnv) -> None:
     """A writer of the encrypted-file store killed with SIGKILL at varying points
     of its write loop, 20 times: the store always opens, `dev`'s cached credentials are intact and
