@@ -507,6 +507,7 @@ def botocore_credentials():
     return out.stdout.split()
 
 
+@pytest.mark.allow_leaks("the emulator check writes botocore's own SSO token cache, as the AWS CLI does")
 def test_botocore_sso_credential_provider(emu, oidc, tmp_path, monkeypatch):
     reg, tok = device_login(emu, oidc)
     write_sso_profile(tmp_path, emu, monkeypatch, tok, reg, datetime.now(UTC) + timedelta(hours=1))
@@ -514,6 +515,7 @@ def test_botocore_sso_credential_provider(emu, oidc, tmp_path, monkeypatch):
     assert emu.state()["issued_credentials"][-1]["roleName"] == "BedrockUser"
 
 
+@pytest.mark.allow_leaks("the emulator check writes botocore's own SSO token cache, as the AWS CLI does")
 def test_botocore_refreshes_and_stores_rotated_token(emu, oidc, tmp_path, monkeypatch):
     reg, tok = device_login(emu, oidc)
     emu.expire_access_tokens()

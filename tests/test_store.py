@@ -26,7 +26,7 @@ import pytest
 from credhelper.errors import EXIT_STORE, CorruptItem, StoreUnavailable
 from credhelper.settings import Settings
 from credhelper.store import Store, open_store
-from credhelper.store.encrypted_file import EncryptedFileStore, key_item, parse_key
+from credhelper.store.encrypted_file import KEY_CHECK, EncryptedFileStore, key_item, parse_key
 from credhelper.store.keyring_store import CHUNK_UNITS, KeyringStore
 from credhelper.store.memory import MemoryStore
 
@@ -688,7 +688,7 @@ def test_file_holds_no_plaintext(tmp_path: Path) -> None:
     data = Path(store.path).read_text()
     doc = json.loads(data)
     assert doc["format"] == "credhelper-encrypted-file" and doc["v"] == 1
-    assert set(doc["items"]) == {*values, "v1/creds/long"}
+    assert set(doc["items"]) == {*values, "v1/creds/long", KEY_CHECK}
     for v in values.values():
         assert v not in data
     assert "s3cr3t" not in data
@@ -716,6 +716,20 @@ def test_swapped_items_are_detected(tmp_path: Path) -> None:
     Path(store.path).write_text(json.dumps(doc))
     with pytest.raises(CorruptItem):
         store.get("v1/creds/b")
+
+
+def test_a_damaged_item_is_not_a_wrong_key(tmp_path: Path) -> None:
+    """With the key check item intact, one item that fails authentication is
+    that item's problem (CorruptItem, re-derived by the broker), not a wrong key."""
+    file_store(tmp_path).set(KEY, "value")
+    path = Path(file_store(tmp_path).path)
+    doc = json.loads(path.read_text())
+    raw = bytearray(base64.b64decode(doc["items"][KEY]))
+    raw[-1] ^= 1
+    doc["items"][KEY] = base64.b64encode(bytes(raw)).decode()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptItem):
+        file_store(tmp_path).get(KEY)
 
 
 def test_wrong_key_is_refused_at_open_with_the_key_file_named(tmp_path: Path) -> None:
@@ -852,7 +866,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     for w in range(8):
         for i in range(20):
             assert store.get(f"v1/creds/w{w}-{i}") == f"value-{w}-{i}"
-    assert len(json.loads(Path(path).read_text())["items"]) == 160
+    assert len(json.loads(Path(path).read_text())["items"]) == 160 + 1  # and the key check item
 
 
 def test_key_in_refused_keyring_is_unavailable(

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from credhelper.settings import Settings
 
 FORMAT = "credhelper-encrypted-file"
+#: an item that holds its own name, written with the first item: opening it proves the key
+KEY_CHECK = "keycheck"
 VERSION = 1
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -96,9 +98,13 @@ class EncryptedFileStore:
         must not read as "every item is corrupt", nor get new items written
         under it next to the old ones. Nothing is deleted."""
         items = read_items(self.path)
-        if not items:
+        if KEY_CHECK in items:  # a known item: decrypting it says whether the key is the one
+            candidates = [(KEY_CHECK, items[KEY_CHECK])]
+        else:  # a file from before the key check item: any item that opens will do
+            candidates = list(items.items())
+        if not candidates:
             return
-        for name, blob in items.items():
+        for name, blob in candidates:
             try:
                 self._decrypt(name, blob)
                 return
@@ -123,6 +129,8 @@ class EncryptedFileStore:
         with file_lock(self.path):
             items = read_items(self.path)
             items[key] = blob
+            if KEY_CHECK not in items:  # lets check_key tell a wrong key from a damaged item
+                items[KEY_CHECK] = self._encrypt(KEY_CHECK, KEY_CHECK)
             _write_items(self.path, items)
 
     def delete(self, key: str) -> None:
