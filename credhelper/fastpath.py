@@ -21,7 +21,15 @@ import os
 import sys
 import time
 
-from credhelper import deadline, protocol
+from credhelper import protocol
+
+#: when this process started: the export budget counts from here. Not
+#: `credhelper.deadline.STARTED`: that module imports typing and threading
+#: (8 ms, most of the warm export's cost); main() hands this value to it
+#: before any other path runs.
+STARTED = time.monotonic()
+#: credhelper.deadline.DEFAULT_BUDGET (tests/test_lean.py keeps them equal)
+DEFAULT_BUDGET = 30
 
 #: no greeting within this long: the daemon is hung (its accept loop greets first)
 HUNG_TIMEOUT = 5.0
@@ -139,7 +147,7 @@ def ask_daemon(path: str, request: bytes, started: float | None = None) -> tuple
         started = time.monotonic()
     import _socket  # the C module: `socket` would build its enums for nothing
 
-    until = started + deadline.DEFAULT_BUDGET  # until the greeting says the daemon's budget
+    until = started + DEFAULT_BUDGET  # until the greeting says the daemon's budget
     why = distrust(path)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -201,10 +209,10 @@ def try_daemon(args: list[str]) -> int | None:
     if not os.path.exists(path):
         return None
     client_env = {k: env[k] for k in protocol.CLIENT_ENV if k in env}
-    elapsed = str(int((time.monotonic() - deadline.STARTED) * 1000))
+    elapsed = str(int((time.monotonic() - STARTED) * 1000))
     req = protocol.encode_request("export", {"profile": profile, "format": fmt, "elapsed_ms": elapsed},
                                   client_env)
-    answer = ask_daemon(path, req, deadline.STARTED)
+    answer = ask_daemon(path, req, STARTED)
     if answer is None:
         return None
     kind, code, body = answer
@@ -240,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             code = try_lean(args[1:])
         if code is not None:
             return code
+    from credhelper import deadline
+
+    deadline.STARTED = STARTED  # the direct path's budget counts from this process's start
     from credhelper.cli import run
 
     return run(args)

@@ -195,6 +195,34 @@ class TestCopiesAgree:
             Credentials.from_record(record), fmt, profile="dev")
 
 
+class TestFastPathClock:
+    def test_warm_path_imports_neither_typing_nor_threading(self) -> None:
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import credhelper.fastpath"],
+                             capture_output=True, text=True, check=True).stderr
+        assert "credhelper.fastpath" in _imported(out)
+        assert not {"typing", "threading", "credhelper.deadline"} & _imported(out)
+
+    def test_the_full_path_budget_counts_from_process_start(self, tmp_path: Path) -> None:
+        from credhelper import deadline, fastpath
+
+        assert fastpath.DEFAULT_BUDGET == deadline.DEFAULT_BUDGET
+        (tmp_path / "config").write_text("")
+        (tmp_path / "s.toml").write_text('store = "memory"\n')
+        env = {"CREDHELPER_SOCKET": str(tmp_path / "none"), "CREDHELPER_CONFIG": str(tmp_path / "s.toml"),
+               "AWS_CONFIG_FILE": str(tmp_path / "config"), "HOME": str(tmp_path)}
+        old = deadline.STARTED
+        try:
+            deadline.STARTED = -1.0
+            with mock.patch.dict(os.environ, env):
+                assert fastpath.main(["export", "--profile", "nowhere"]) == 3  # unknown profile
+            assert deadline.STARTED == fastpath.STARTED
+        finally:
+            deadline.STARTED = old
+
+
 class TestStricterThanTheFullStore:
     def test_key_file_others_can_read_or_relative_declines(self, tmp_path: Path) -> None:
         issued = datetime.now(UTC).replace(microsecond=0)
