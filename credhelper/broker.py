@@ -27,7 +27,7 @@ from credhelper.config import AwsConfig
 from credhelper.deadline import Deadline, DeadlineExceeded
 from credhelper.errors import CorruptItem, CredhelperError, UpstreamError
 from credhelper.locking import profile_lock
-from credhelper.model import Credentials
+from credhelper.model import Credentials, iso_z
 from credhelper.policy import MIN_SERVING, SERVE_FLOOR, effective_window
 from credhelper.settings import Settings
 from credhelper.sources.base import ClientFactory, Context, Source
@@ -190,6 +190,12 @@ class Broker:
                 "Claude Code cannot use them; check the profile's source"
             )
         left, window = creds.remaining(self.now()), self.window(creds)
+        if left <= 0:
+            raise UpstreamError(
+                f"profile {profile} got credentials that expired {int(-left)} s ago by this machine's "
+                f"clock ({iso_z(creds.expiration)}, now {iso_z(self.now())}): check the system clock "
+                "(date -u; enable NTP)"
+            )
         lifetime = (creds.expiration - creds.issued).total_seconds() if creds.issued else left
         if left <= window or (cached and lifetime - window < MIN_SERVING):
             raise UpstreamError(

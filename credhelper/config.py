@@ -6,7 +6,8 @@ honours them; the credentials file's sections are merged into the profiles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,10 @@ class AwsConfig:
     @classmethod
     def load(cls) -> AwsConfig:
         try:
-            full = botocore.session.Session().full_config
-        except botocore.exceptions.ConfigParseError as exc:
-            raise ConfigError(f"{exc}: fix the syntax of that file") from exc
+            with config_errors():
+                full = botocore.session.Session().full_config
         except botocore.exceptions.BotoCoreError as exc:
-            raise ConfigError(f"cannot read the AWS config: {exc}") from exc
+            raise ConfigError(f"cannot read the AWS config: {exc}") from None
         return cls(profiles=full.get("profiles", {}), sso_sessions=full.get("sso_sessions", {}))
 
     def profile(self, name: str) -> Section | None:
@@ -41,6 +41,18 @@ class AwsConfig:
         """A string setting of a profile, or None."""
         value = (self.profile(profile) or {}).get(key)
         return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """botocore reads the AWS files lazily (a session's first config lookup):
+    wherever it does, a broken file is a configuration error, not a bug."""
+    try:
+        yield
+    except botocore.exceptions.ConfigParseError as exc:
+        raise ConfigError(f"{exc}: fix the syntax of that file") from None
+    except (botocore.exceptions.ConfigNotFound, botocore.exceptions.ProfileNotFound) as exc:
+        raise ConfigError(f"cannot read the AWS config: {exc}") from None
 
 
 def botocore_session(config: AwsConfig, profile: str | None) -> botocore.session.Session:

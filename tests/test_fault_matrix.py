@@ -367,9 +367,6 @@ def test_malformed_config_with_daemon(aws_env: AwsEnv, daemons: Daemons) -> None
     assert aws_env.moto.calls("AssumeRole") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug reported to the lead: the daemon's mint path lets "
-                   "botocore's ConfigParseError through as an internal error (the client then "
-                   "falls back and the direct path says exit 3); it should answer exit 3 itself")
 def test_daemon_answers_config_errors_itself(aws_env: AwsEnv, daemons: Daemons) -> None:
     """With a broken config the daemon answers `other` with exit 3 itself, not
     with an internal error that the client has to redo on the direct path."""

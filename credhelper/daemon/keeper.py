@@ -274,7 +274,10 @@ class Keeper:
         st.next_refresh = when
         self.scheduler.add_job(
             self._refresh_job, "date", run_date=when, args=[st.name], id=f"refresh:{st.name}",
-            replace_existing=True, misfire_grace_time=None, coalesce=True,
+            # max_instances=2: a failed run schedules its retry under the same id while
+            # it still counts as running; with 1, a retry due at once would be skipped
+            # and, a date job having no later run, dropped for good
+            replace_existing=True, misfire_grace_time=None, coalesce=True, max_instances=2,
         )
 
     def _unschedule(self, st: ProfileState) -> None:

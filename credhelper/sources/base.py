@@ -3,7 +3,9 @@ where AWS errors become credhelper errors."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import botocore.exceptions
 import botocore.parsers
 
 from credhelper import redact
-from credhelper.config import AwsConfig, botocore_session
+from credhelper.config import AwsConfig, botocore_session, config_errors
 from credhelper.deadline import DEFAULT_BUDGET, Deadline, unlimited
 from credhelper.errors import ConfigError, UpstreamError
 from credhelper.model import Credentials
@@ -44,6 +46,10 @@ class Source(Protocol):
         ...
 
 
+#: clients kept per factory (one per service, profile and set of credentials in use)
+MAX_CLIENTS = 64
+
+
 class ClientFactory:
     """Creates botocore clients; injected so tests and the daemon can choose
     retries and timeouts. Endpoints follow botocore (`AWS_ENDPOINT_URL_STS`…)."""
@@ -62,14 +68,34 @@ class ClientFactory:
             read_timeout=read_timeout or min(15.0, budget / 4),
             user_agent_extra="credhelper",
         )
+        self._clients: OrderedDict[tuple[object, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
 
     def region(self, profile: str | None) -> str:
-        session = botocore_session(self.config, profile)
-        return str(session.get_config_variable("region") or "us-east-1")
+        with config_errors():
+            session = botocore_session(self.config, profile)
+            return str(session.get_config_variable("region") or "us-east-1")
 
     def client(
         self, service: str, profile: str | None, creds: Credentials | None, region: str | None = None
     ) -> Any:
+        """A client for these credentials, made once and reused (a daemon retrying
+        a refresh must not build, and parse the config for, a client per attempt)."""
+        key = (service, profile, region, creds)
+        with self._lock:
+            cached = self._clients.get(key)
+            if cached is not None:
+                self._clients.move_to_end(key)
+                return cached
+        with config_errors():
+            made = self._make(service, profile, creds, region)
+        with self._lock:
+            self._clients[key] = made
+            while len(self._clients) > MAX_CLIENTS:
+                self._clients.popitem(last=False)
+        return made
+
+    def _make(self, service: str, profile: str | None, creds: Credentials | None, region: str | None) -> Any:
         session = botocore_session(self.config, profile)
         cfg = self._client_config
         if creds is None:
