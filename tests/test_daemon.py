@@ -711,7 +711,7 @@ class TestSocket:
             data, _ = exchange(daemon.socket, line)
             kind, code, body = parse_response(data)
             assert "SecretAccessKey" not in body, req
-            valid = req.get("v") == 1 and isinstance(req.get("op"), str) and (
+            valid = type(req.get("v")) is int and req["v"] == 1 and isinstance(req.get("op"), str) and (
                 "env" not in req or (isinstance(req["env"], dict)
                                      and all(isinstance(v, str) for v in req["env"].values())))
             if not valid:

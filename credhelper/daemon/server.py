@@ -151,10 +151,10 @@ class Server:
         sel.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                timeout = 1.0
+                timeout: float | None = None  # idle: sleep until a connection or a call_soon
                 if self._pending:
                     nearest = min(p.deadline for p in self._pending.values())
-                    timeout = max(0.0, min(timeout, nearest - self.clock()))
+                    timeout = max(0.0, nearest - self.clock())
                 try:
                     events = sel.select(timeout)
                 except (OSError, ValueError):
