@@ -38,6 +38,8 @@ class Settings:
     export_timeout: int = DEFAULT_BUDGET
     #: the daemon's upstream calls (scheduled refreshes, warm-up) per second, at most
     max_refresh_rate: int = 5
+    #: desktop notifications when a sign-in is needed (daemon/sessions.py, login)
+    notifications: bool = True
     #: where the settings came from (not a key of the file)
     path: str = field(default="", compare=False)
 
@@ -54,6 +56,7 @@ _TYPES: dict[str, type] = {
     "key_file": str,
     "export_timeout": int,
     "max_refresh_rate": int,
+    "notifications": bool,
 }
 #: the documented range of each number, in seconds (README "Settings")
 RANGES: dict[str, tuple[int, int]] = {
@@ -111,7 +114,7 @@ def parse(data: dict[str, Any], path: str = "<settings>") -> Settings:
                 f"unknown key {key!r} in {path}: known keys are {', '.join(sorted(known))}"
             )
         want = _TYPES[key]
-        if not isinstance(value, want) or isinstance(value, bool):
+        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
             raise ConfigError(
                 f"key {key!r} in {path} must be a {want.__name__}, not {type(value).__name__}"
             )

@@ -308,6 +308,19 @@ def test_revoked_refresh_token_warns_once_then_near_the_end(
     poll(lambda: sign_in_status(daemon) is None, timeout=WAIT, what="the warning to go away")
 
 
+@pytest.mark.slow
+def test_disabled_in_settings_none(world: World, notifications: Notifications) -> None:
+    world.settings("notifications = false\n")
+    world.login()
+    daemon, _ = until_revoked_and_seen(world)
+    daemon.wait_for("sign_in_needed")
+    world.advance(1260)  # into the last 10 minutes too
+    poll(lambda: (sign_in_status(daemon) or "").endswith(("8m", "9m")), timeout=WAIT,
+         what="a look inside the last 10 minutes")
+    assert notifications.received() == []
+    assert daemon.events("notification") == []
+
+
 def test_no_notification_service_is_not_an_error(world: World) -> None:
     """The bus has no org.freedesktop.Notifications: login works and says nothing about it."""
     world.settings()

@@ -75,7 +75,7 @@ def login(profile: str | None, device_code: bool, no_browser: bool, timeout: flo
     from credhelper import notify
 
     out: TextIO = sys.stdout
-    if notify.unattended(os.environ) and getattr(broker.settings, "notifications", True):
+    if notify.unattended(os.environ) and broker.settings.notifications:
         # awsAuthRefresh: Claude Code may not show this output; the URL and code go
         # into a desktop notification as well (anthropics/claude-code#21023)
         out = cast(TextIO, notify.SignInNotifier(sys.stdout, name))

@@ -160,7 +160,7 @@ class SessionWatcher:
         self._reminded.pop(key, None)
 
     def _notify(self, summary: str, body: str) -> None:
-        if not bool(getattr(self.keeper.broker.settings, "notifications", True)):
+        if not self.keeper.broker.settings.notifications:
             return
         shown = self.sender(summary, body)
         self.log.info("notification", shown=shown, summary=summary)

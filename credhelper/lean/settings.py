@@ -21,6 +21,7 @@ STORES = ("keyring", "encrypted-file", "memory")
 TYPES: dict[str, type] = {
     "refresh_window": int, "store": str, "warm_profiles": list, "keyring_service": str,
     "encrypted_file": str, "key_file": str, "export_timeout": int, "max_refresh_rate": int,
+    "notifications": bool,
 }
 RANGES: dict[str, tuple[int, int]] = {
     "refresh_window": (60, 86400), "export_timeout": (5, 600), "max_refresh_rate": (1, 100),
@@ -32,7 +33,7 @@ MAX_WARM = 10000
 
 
 def _typed(value: object, want: type) -> bool:
-    return isinstance(value, want) and not isinstance(value, bool)
+    return isinstance(value, want) and (want is bool or not isinstance(value, bool))
 
 
 def _valid(data: Mapping[str, Any]) -> bool:
