@@ -300,3 +300,26 @@ def test_bad_template_is_a_usage_error(world: World) -> None:
     done = world.run("sso", "sync", "--template", "{account}.{role_name}")
     assert done.returncode == 2 and done.stdout == ""
     assert "bad --template" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_listing_has_a_total_deadline() -> None:
+    """Pages keep coming (throttled, slow) past the deadline: one error, no endless listing."""
+    from credhelper.errors import UpstreamError
+    from credhelper.sso_sync import list_assignments
+
+    ticks = iter(range(0, 10_000, 50))  # every look at the clock: 50 s later
+
+    class Paginator:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def paginate(self, **_: str) -> Iterator[dict[str, Any]]:
+            for i in range(1000):
+                yield {self.key: [{"accountId": f"{i:012d}", "accountName": "a", "roleName": "R"}]}
+
+    class Sso:
+        def get_paginator(self, name: str) -> Paginator:
+            return Paginator("accountList" if name == "list_accounts" else "roleList")
+
+    with pytest.raises(UpstreamError, match=r"did not finish within 300 s: try again later"):
+        list_assignments(Sso(), "token", timeout=300, clock=lambda: float(next(ticks)))
