@@ -21,13 +21,12 @@ import json
 import os
 import re
 import shlex
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from credhelper import fileedit
+from credhelper import fileedit, paths
 from credhelper.config import AwsConfig
 from credhelper.errors import ConfigError
 
@@ -132,23 +131,8 @@ def edit(sf: SettingsFile, data: Mapping[str, Any]) -> fileedit.Edit:
 
 
 def this_launcher(argv0: str | None = None, python: str | None = None) -> str:
-    """Absolute path of this installation's `credhelper` command: `argv[0]` when it is
-    `credhelper` (the path the user runs, not resolved), else the one next to the
-    interpreter (a venv's `bin/credhelper`)."""
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    python = sys.executable if python is None else python
-    candidates = []
-    if argv0 and os.path.basename(argv0) == "credhelper":
-        candidates.append(os.path.abspath(argv0))
-    if python:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(python)), "credhelper"))
-    for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    raise ConfigError(
-        f"cannot find this installation's credhelper command (looked at {', '.join(candidates)}): "
-        "run credhelper by its full path"
-    )
+    """Absolute path of this installation's `credhelper` command (paths.this_launcher)."""
+    return paths.this_launcher(argv0, python)
 
 
 def stable_launcher(path: str, environ: Mapping[str, str]) -> str:

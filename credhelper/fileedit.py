@@ -102,24 +102,32 @@ def apply(edit: Edit, *, now: datetime | None = None) -> Path | None:
         backup = backup_name(target, now or datetime.now(UTC))
         _write_new(backup, edit.old, stat.S_IMODE(st.st_mode), st)
     mode = stat.S_IMODE(st.st_mode) if st is not None else edit.new_mode
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    write_atomically(target, edit.new.encode("utf-8"), mode, owner_of=st)
+    return backup
+
+
+def write_atomically(path: Path, data: bytes, mode: int, *, owner_of: os.stat_result | None = None) -> None:
+    """Replace `path` with `data`: a temp file in the same directory (mode `mode`,
+    the owner of `owner_of` if given), fsync, os.replace, fsync the directory.
+    A reader sees the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(edit.new.encode("utf-8"))
+            f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            if st is not None:
-                _chown(f.fileno(), st)
+            if owner_of is not None:
+                _chown(f.fileno(), owner_of)
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(target.parent)
-    return backup
+    _fsync_dir(path.parent)
 
 
 def _write_new(path: Path, data: bytes, mode: int, st: os.stat_result) -> None:

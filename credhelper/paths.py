@@ -91,3 +91,31 @@ def state_dir() -> str:
 
 def lock_dir() -> str:
     return os.path.join(state_dir(), "locks")
+
+
+def this_launcher(argv0: str | None = None, python: str | None = None, *, run_as: str = "credhelper") -> str:
+    """Absolute path of this installation's `credhelper` command.
+
+    `sys.argv[0]` first when it is the `credhelper` command itself: it is the
+    path the user runs, e.g. Homebrew's /opt/homebrew/bin/credhelper symlink,
+    which survives upgrades where the versioned path behind it does not (so it
+    is made absolute but not resolved). Otherwise the launcher next to the
+    interpreter (`sys.executable` is not resolved either: in a venv it is a
+    symlink to the base Python, whose directory has no credhelper).
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    python = sys.executable if python is None else python
+    candidates = []
+    if argv0 and os.path.basename(argv0) == APP:
+        candidates.append(os.path.abspath(argv0))
+    if python:
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(python)), APP))
+    for path in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    from credhelper.errors import ConfigError
+
+    raise ConfigError(
+        f"cannot find this installation's credhelper command (looked at {', '.join(candidates)}): "
+        f"run {run_as} by its full path"
+    )

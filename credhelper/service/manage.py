@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from credhelper import fileedit
 from credhelper.errors import ConfigError
 from credhelper.service import launchd, systemd
 from credhelper.service.common import (
@@ -144,27 +144,7 @@ def _remedy(kind: str, uid: int | None, env: Mapping[str, str] | None) -> str:
 
 
 def write_atomically(path: Path, content: str, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, chmod, os.replace, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fileedit.write_atomically(path, content.encode("utf-8"), mode)
 
 
 def install(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
+from credhelper import paths
 from credhelper.errors import ConfigError
 from credhelper.service.common import LAUNCHD, SYSTEMD, TEMPLATES, home, log_path
 
@@ -45,29 +46,8 @@ STANDARD_PATH = {
 
 
 def launcher(argv0: str | None = None, python: str | None = None) -> str:
-    """Absolute path of this installation's `credhelper` command.
-
-    `sys.argv[0]` first when it is the `credhelper` command itself: it is the
-    path the user runs, e.g. Homebrew's /opt/homebrew/bin/credhelper symlink,
-    which survives upgrades where the versioned path behind it does not (so it
-    is made absolute but not resolved). Otherwise the launcher next to the
-    interpreter (`sys.executable` is not resolved either: in a venv it is a
-    symlink to the base Python, whose directory has no credhelper).
-    """
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    python = sys.executable if python is None else python
-    candidates = []
-    if argv0 and os.path.basename(argv0) == "credhelper":
-        candidates.append(os.path.abspath(argv0))
-    if python:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(python)), "credhelper"))
-    for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    raise ConfigError(
-        f"cannot find this installation's credhelper command (looked at {', '.join(candidates)}): "
-        "run credhelper service install by its full path"
-    )
+    """This installation's `credhelper` command (paths.this_launcher)."""
+    return paths.this_launcher(argv0, python, run_as="credhelper service install")
 
 
 def _template_candidates(name: str) -> list[Any]:

@@ -30,11 +30,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from credhelper import fileedit
 from credhelper.errors import ConfigError, CredhelperError, LoginRequired, UpstreamError
 from credhelper.model import Credentials, parse_time
 from credhelper.sources.base import Context, upstream
@@ -75,22 +76,9 @@ def read_token(path: str) -> dict[str, Any] | None:
 
 
 def write_token(path: str, token: Mapping[str, Any]) -> None:
-    """Atomically: a reader sees the old file or the new one, never a mix."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".credhelper-", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(token, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomically, mode 0600 in a 0700 directory: a reader sees the old file or the new one."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fileedit.write_atomically(Path(path), json.dumps(token).encode("utf-8"), 0o600)
 
 
 class DueLoader:
