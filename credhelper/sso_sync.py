@@ -292,7 +292,7 @@ def config_path(environ: Mapping[str, str]) -> Path:
 
 
 def session_named(name: str | None, config: AwsConfig) -> SsoSession:
-    from credhelper.login.tokens import DEFAULT_SCOPES, SsoSession
+    from credhelper.login.tokens import named_sso_session
 
     names = sorted(config.sso_sessions)
     if name is None:
@@ -302,16 +302,10 @@ def session_named(name: str | None, config: AwsConfig) -> SsoSession:
                                   "(sso_start_url, sso_region) and sign in")
             raise UsageError(f"several sso-sessions ({', '.join(names)}): pass --sso-session NAME")
         name = names[0]
-    section = config.sso_sessions.get(name)
-    if not isinstance(section, Mapping):
+    if not isinstance(config.sso_sessions.get(name), Mapping):
         raise ConfigError(f"no [sso-session {name}] in the AWS config: add it, or pass one of "
                           f"{', '.join(names) or '(none defined)'}")
-    url, region = section.get("sso_start_url"), section.get("sso_region")
-    if not url or not region:
-        raise ConfigError(f"[sso-session {name}] needs sso_start_url and sso_region: add them")
-    raw = str(section.get("sso_registration_scopes") or "")
-    scopes = tuple(s.strip() for s in raw.split(",") if s.strip()) or DEFAULT_SCOPES
-    return SsoSession(key=name, name=name, start_url=str(url), region=str(region), scopes=scopes)
+    return named_sso_session(name, config)
 
 
 def login_profile(session: str, config: AwsConfig, managed: Set[str] = frozenset()) -> str:

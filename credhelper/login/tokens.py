@@ -13,7 +13,7 @@ retries it; the access token is used until it expires, then a login is needed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,20 +45,27 @@ class SsoSession:
     scopes: tuple[str, ...]
 
 
+def named_sso_session(name: str, config: AwsConfig) -> SsoSession:
+    """The `[sso-session NAME]` section as an SsoSession; ConfigError if it is incomplete."""
+    section = config.sso_sessions.get(name)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"no [sso-session {name}] in the AWS config: add it")
+    url, region = section.get("sso_start_url"), section.get("sso_region")
+    if not url or not region:
+        raise ConfigError(f"[sso-session {name}] needs sso_start_url and sso_region: add them")
+    raw = str(section.get("sso_registration_scopes") or "")
+    scopes = tuple(s.strip() for s in raw.split(",") if s.strip()) or DEFAULT_SCOPES
+    return SsoSession(key=name, name=name, start_url=str(url), region=str(region), scopes=scopes)
+
+
 def sso_session_for(profile: str, config: AwsConfig) -> SsoSession | None:
     """The IAM Identity Center session a profile signs in through, or None."""
     name = config.get(profile, "sso_session")
     if name:
-        section = config.sso_sessions.get(name)
-        if not isinstance(section, dict):
+        if not isinstance(config.sso_sessions.get(name), Mapping):
             raise ConfigError(f"profile {profile} names sso_session {name}, which is not defined: "
                               f"add an [sso-session {name}] section")
-        url, region = section.get("sso_start_url"), section.get("sso_region")
-        if not url or not region:
-            raise ConfigError(f"[sso-session {name}] needs sso_start_url and sso_region: add them")
-        raw = str(section.get("sso_registration_scopes") or "")
-        scopes = tuple(s.strip() for s in raw.split(",") if s.strip()) or DEFAULT_SCOPES
-        return SsoSession(key=name, name=name, start_url=str(url), region=str(region), scopes=scopes)
+        return named_sso_session(name, config)
     url = config.get(profile, "sso_start_url")
     if not url:
         return None
