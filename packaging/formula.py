@@ -106,6 +106,7 @@ class Credhelper < Formula
   sha256 "{release["sha256"]}"
   license "Apache-2.0"
 
+  depends_on "cmake" => :build  # awscrt (botocore[crt], for aws login sessions) builds native code
   depends_on "cryptography" => :no_linkage
   depends_on "python@{PYTHON}"
 

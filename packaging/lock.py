@@ -96,11 +96,13 @@ def walk(requirements: list[str], pinned: dict[str, dict[str, Any]]) -> dict[str
     """canonical name -> the (platform, python) targets that need it."""
     needed: dict[str, set[tuple[str, str]]] = {}
     for plat, py, env in environments():
-        todo = [Requirement(r) for r in requirements]
-        seen: set[str] = set()
+        # (requirement, the extra its marker is evaluated under): `botocore[crt]`
+        # brings botocore's `extra == "crt"` requirements (awscrt) along
+        todo = [(Requirement(r), "") for r in requirements]
+        seen: set[tuple[str, str]] = set()
         while todo:
-            req = todo.pop()
-            if req.marker is not None and not req.marker.evaluate(env):
+            req, under = todo.pop()
+            if req.marker is not None and not req.marker.evaluate({**env, "extra": under}):
                 continue
             name = canonical(req.name)
             meta = pinned.get(name)
@@ -108,11 +110,11 @@ def walk(requirements: list[str], pinned: dict[str, dict[str, Any]]) -> dict[str
                 raise SystemExit(f"lock.py: {req} is needed on {plat}/{py} but pip did not resolve it here")
             if not req.specifier.contains(meta["version"], prereleases=True):
                 raise SystemExit(f"lock.py: {req} on {plat}/{py} conflicts with the pin {meta['version']}")
-            if name in seen:
-                continue
-            seen.add(name)
             needed.setdefault(name, set()).add((plat, py))
-            todo += [Requirement(r) for r in meta.get("requires_dist") or []]
+            for extra in ("", *sorted(canonical(e) for e in req.extras)):
+                if (name, extra) not in seen:
+                    seen.add((name, extra))
+                    todo += [(Requirement(r), extra) for r in meta.get("requires_dist") or []]
     return needed
 
 

@@ -102,6 +102,21 @@ def test_lock_markers_follow_where_a_package_is_needed() -> None:
         lock.walk(["app-dep>=2"], pinned)
 
 
+def test_lock_walk_follows_extras() -> None:
+    """`botocore[crt]` brings botocore's `extra == "crt"` requirements (awscrt);
+    plain `botocore` does not (before, every extra was dropped)."""
+    import lock  # packaging/lock.py
+
+    pinned = {
+        "botocore": {"version": "1.44", "requires_dist": ["jmespath", 'awscrt==0.38; extra == "crt"']},
+        "jmespath": {"version": "1.0", "requires_dist": None},
+        "awscrt": {"version": "0.38", "requires_dist": None},
+    }
+    assert set(lock.walk(["botocore[crt]>=1.41"], pinned)) == {"botocore", "jmespath", "awscrt"}
+    assert set(lock.walk(["botocore>=1.41"], pinned)) == {"botocore", "jmespath"}
+    assert "awscrt==" in (PACKAGING / "requirements.lock").read_text()
+
+
 def test_ruby_parses_the_formula() -> None:
     ruby = shutil.which("ruby")
     if ruby is None:

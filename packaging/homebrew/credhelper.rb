@@ -9,12 +9,18 @@ class Credhelper < Formula
   sha256 "5f520e29ba5871297b3cea3a6c5c69781a2f6f215123e997ba45b5b12ef5a936"
   license "Apache-2.0"
 
+  depends_on "cmake" => :build  # awscrt (botocore[crt], for aws login sessions) builds native code
   depends_on "cryptography" => :no_linkage
   depends_on "python@3.13"
 
   resource "apscheduler" do
     url "https://files.pythonhosted.org/packages/8c/6b/eeff360196bb20b312c9e762a820fd1b2c6d809466c755ef57863478e454/apscheduler-3.11.3.tar.gz"
     sha256 "cd2fcc9330039a81a5893472ad49facf23a6d5604cbe1d918c835c6de7834d5a"
+  end
+
+  resource "awscrt" do
+    url "https://files.pythonhosted.org/packages/0c/c4/1f7c4161aa665b06ddb9c34acbe6b5ea8fc8bf72b78de474d65e6f494ca4/awscrt-0.38.0.tar.gz"
+    sha256 "4a8423c4a76390c6e5c4f386e3e367dccdcf67d6d1a0bc1c59776bb14cdc2ad9"
   end
 
   resource "boto3" do
