@@ -18,6 +18,7 @@ import os
 import stat
 from typing import Any
 
+#: the file format of credhelper.store.encrypted_file (which imports these)
 FORMAT = "credhelper-encrypted-file"
 VERSION = 1
 KEY_BYTES, NONCE_BYTES, TAG_BYTES = 32, 12, 16
@@ -29,7 +30,8 @@ class Unusable(Exception):
 
 
 def parse_key(data: bytes) -> bytes | None:
-    """credhelper.store.encrypted_file.parse_key."""
+    """32 raw bytes, or 64 hex digits, or base64 of 32 bytes (whitespace around
+    the text forms is ignored); None for anything else. The full store uses it too."""
     if len(data) == KEY_BYTES:
         return data
     text = data.strip()

@@ -37,17 +37,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from credhelper.errors import CorruptItem, StoreUnavailable
 
+# The file format and the key forms, shared with the lean path's reader (stdlib only).
+from credhelper.lean.store import FORMAT, KEY_BYTES, NONCE_BYTES, TAG_BYTES, VERSION, parse_key
+
 if TYPE_CHECKING:
     from credhelper.deadline import Deadline
     from credhelper.settings import Settings
 
-FORMAT = "credhelper-encrypted-file"
 #: an item that holds its own name, written with the first item: opening it proves the key
 KEY_CHECK = "keycheck"
-VERSION = 1
-KEY_BYTES = 32
-NONCE_BYTES = 12
-TAG_BYTES = 16
 #: file name of the key under `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`)
 SYSTEMD_CREDENTIAL = "credhelper-key"
 _MAX_KEY_FILE = 4096
@@ -405,21 +403,3 @@ def read_key_file(path: str) -> bytes:
             f"generate one with: {_generate_command(path)}"
         )
     return key
-
-
-def parse_key(data: bytes) -> bytes | None:
-    """32 raw bytes, or 64 hex digits, or base64 of 32 bytes (whitespace around
-    the text forms is ignored); None for anything else."""
-    if len(data) == KEY_BYTES:
-        return data
-    text = data.strip()
-    if len(text) == 2 * KEY_BYTES:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == KEY_BYTES else None
